@@ -1,0 +1,160 @@
+"""
+Declarations of Twisted's own endpoint types, as documented for Twisted 26,
+so that C{endpointkit check} and endpointkit's parse API give them the same
+clear errors.  Twisted still builds them: the checked description is handed
+to Twisted's own parser.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+from endpointkit._description import (
+    Arg,
+    Bool,
+    Choice,
+    DescriptionError,
+    EndpointType,
+    Host,
+    Int,
+    Mode,
+    Nested,
+    Parsed,
+    Path,
+    Port,
+    Rest,
+    Side,
+    String,
+)
+
+_PROVIDER = "twisted"
+_BACKLOG = Arg("backlog", Int(1, 65535), 50, "length of the listen queue", True)
+
+
+def _buildWithTwisted(reactor: Any, parsed: Parsed) -> Any:
+    from twisted.internet import endpoints
+
+    parse = (endpoints.serverFromString if parsed.side == "server"
+             else endpoints.clientFromString)
+    try:
+        return parse(reactor, parsed.description())
+    except DescriptionError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, IndexError,
+            AttributeError, ImportError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        where = f" {e.filename!r}" if isinstance(e, OSError) and e.filename else ""
+        raise DescriptionError(
+            f"{parsed.prefix}: cannot build this endpoint:{where} {reason}",
+            prefix=parsed.prefix,
+        ) from e
+
+
+def _twisted(prefix: str, side: Side, help: str, *args: Arg, **kw: Any) -> EndpointType:
+    return EndpointType(prefix, side, tuple(args), help, provider=_PROVIDER,
+                        build=_buildWithTwisted, **kw)
+
+
+def _systemdOneOf(values: Mapping[str, Any], given: frozenset[str]) -> None:
+    if ("index" in given) == ("name" in given):
+        raise DescriptionError(
+            "systemd: give exactly one of 'index' and 'name' (the name is "
+            "FileDescriptorName= from the socket unit)",
+            prefix="systemd",
+        )
+
+
+_SSL_METHODS = ("SSLv23_METHOD", "TLS_METHOD", "TLS_SERVER_METHOD",
+                "TLSv1_METHOD", "TLSv1_1_METHOD", "TLSv1_2_METHOD")
+
+
+@functools.cache
+def builtinTypes() -> tuple[EndpointType, ...]:
+    return (
+        _twisted(
+            "tcp", "server", "TCP over IPv4, listening",
+            Arg("port", Port(allowZero=True), help="port to listen on (0: any free port)", positional=True),
+            Arg("interface", Host(allowEmpty=True, what="local address"), "", "address to listen on (empty: all IPv4)", True),
+            _BACKLOG,
+        ),
+        _twisted(
+            "tcp6", "server", "TCP over IPv6, listening",
+            Arg("port", Port(allowZero=True), help="port to listen on (0: any free port)", positional=True),
+            _BACKLOG,
+            Arg("interface", Host(allowEmpty=True, what="local address"), "::", "IPv6 address to listen on", True),
+        ),
+        _twisted(
+            "ssl", "server", "TLS over TCP/IPv4 with one certificate, listening",
+            Arg("port", Port(allowZero=True), help="port to listen on", positional=True),
+            Arg("privateKey", Path(), "server.pem", "PEM file with the private key", True),
+            Arg("certKey", Path(), None, "PEM file with the certificate (default: privateKey)", True),
+            Arg("sslmethod", Choice(*_SSL_METHODS, caseSensitive=True), None, "OpenSSL method name", True),
+            Arg("interface", Host(allowEmpty=True, what="local address"), "", "address to listen on", True),
+            Arg("backlog", Int(1, 65535), 50, "length of the listen queue", True),
+            Arg("extraCertChain", Path(), None, "PEM file with the chain to the root", True),
+            Arg("dhParameters", Path(), None, "file with Diffie-Hellman parameters", True),
+        ),
+        _twisted(
+            "unix", "server", "UNIX stream socket, listening",
+            Arg("address", Path(), help="path of the socket file", positional=True),
+            Arg("mode", Mode(), 0o666, "permissions of the socket file", True),
+            Arg("backlog", Int(1, 65535), 50, "length of the listen queue", True),
+            Arg("lockfile", Bool(), True, "guard the path with a PID lock file", True),
+        ),
+        _twisted(
+            "systemd", "server", "a socket passed by systemd socket activation",
+            Arg("domain", Choice("INET", "INET6", "UNIX", caseSensitive=True), help="address family of the socket", positional=True),
+            Arg("index", Int(0), None, "position among the passed sockets", True),
+            Arg("name", String(), None, "FileDescriptorName of the passed socket", True),
+            validate=_systemdOneOf,
+        ),
+        _twisted("stdio", "server", "standard input and output as one connection"),
+        _twisted(
+            "tls", "server", "TLS with SNI over TCP/IPv6, certificates from a directory of PEM files",
+            Arg("path", Path(), help="directory of PEM files named by host", positional=True),
+            Arg("port", Port(allowZero=True), 443, "port to listen on", True),
+            Arg("backlog", Int(1, 65535), 50, "length of the listen queue", True),
+            Arg("interface", Host(allowEmpty=True, what="local address"), "::", "address to listen on", True),
+        ),
+        _twisted(
+            "haproxy", "server", "the HAProxy PROXY protocol in front of another server description",
+            Arg("endpoint", Rest("server"), help="the server description it wraps (the rest)"),
+        ),
+        _twisted(
+            "tcp", "client", "TCP, to a host name (first address) or IP address",
+            Arg("host", Host(), help="host to connect to", positional=True),
+            Arg("port", Port(), help="port to connect to", positional=True),
+            Arg("timeout", Int(0), 30, "seconds to wait for the connection (0: forever)"),
+            Arg("bindAddress", Host(what="local address"), None, "local address to connect from"),
+        ),
+        _twisted(
+            "ssl", "client", "TLS over TCP (prefer tls:, which verifies host names)",
+            Arg("host", Host(), help="host to connect to", positional=True),
+            Arg("port", Port(), help="port to connect to", positional=True),
+            Arg("timeout", Int(0), 30, "seconds to wait for the connection"),
+            Arg("bindAddress", Host(what="local address"), None, "local address to connect from"),
+            Arg("certKey", Path(), None, "PEM file with a client certificate"),
+            Arg("privateKey", Path(), None, "PEM file with the client certificate's key"),
+            Arg("caCertsDir", Path(), None, "directory of trusted CA certificates (*.pem)"),
+            Arg("hostname", Host(), None, "host name to verify in the certificate"),
+        ),
+        _twisted(
+            "unix", "client", "UNIX stream socket",
+            Arg("path", Path(), help="path of the socket file", positional=True),
+            Arg("timeout", Int(0), 30, "seconds to wait for the connection"),
+            Arg("lockfile", Bool(), False, "refuse if the server's PID lock file is stale"),
+        ),
+        _twisted(
+            "tls", "client", "TLS with certificate and host name verification, over happy-eyeballs TCP or another endpoint",
+            Arg("host", Host(), help="host to connect to and verify", positional=True),
+            Arg("port", Port(), help="port to connect to", positional=True),
+            Arg("timeout", Int(0), 30, "seconds to wait for the connection", True),
+            Arg("bindAddress", Host(what="local address"), None, "local address to connect from", True),
+            Arg("certificate", Path(), None, "PEM file with a client certificate", True),
+            Arg("privateKey", Path(), None, "PEM file with the client certificate's key", True),
+            Arg("trustRoots", Path(), None, "PEM file or directory of trusted CAs (default: the platform's)", True),
+            Arg("endpoint", Nested("client"), None, "client description to run TLS over (host is then only verified)", True),
+        ),
+    )

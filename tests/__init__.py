@@ -1,0 +1,3 @@
+"""
+endpointkit's trial test suite.
+"""

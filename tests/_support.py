@@ -1,0 +1,103 @@
+"""
+Helpers shared by the tests: real peer programs, free ports, subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from twisted.trial.unittest import SkipTest, TestCase
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def requirePeer(program: str, package: str | None = None) -> str:
+    """
+    The path of a real peer program.  Missing, it skips the test on a
+    developer's machine and fails it under C{CI=true}: CI must have it.
+    """
+    path = shutil.which(program) or next(
+        (p for p in (f"/usr/sbin/{program}", f"/usr/bin/{program}", f"/sbin/{program}")
+         if os.access(p, os.X_OK)), None)
+    if path is None:
+        message = (f"{program} is not installed (apt-get install "
+                   f"{package or program}; .ci/run installs it)")
+        if IN_CI:
+            raise AssertionError(message)
+        raise SkipTest(message)
+    return path
+
+
+def freePort(host: str = "127.0.0.1") -> int:
+    """
+    A TCP port that nothing listens on now.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def waitForPort(port: int, host: str = "127.0.0.1", timeout: float = 10.0,
+                process: subprocess.Popen[bytes] | None = None) -> None:
+    """
+    Block until something accepts on C{host:port}, at most C{timeout}
+    seconds (a peer starting up).
+    """
+    deadline = time.monotonic() + timeout
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"peer exited with {process.returncode} before listening")
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            try:
+                s.connect((host, port))
+                return
+            except OSError:
+                time.sleep(0.05)
+    raise AssertionError(f"nothing listened on {host}:{port} within {timeout} s")
+
+
+def startPeer(test: TestCase, argv: Sequence[str], port: int | None = None,
+              host: str = "127.0.0.1", env: dict[str, str] | None = None,
+              stopTimeout: float = 5.0) -> subprocess.Popen[bytes]:
+    """
+    Start a peer process for the length of C{test}, wait until it listens on
+    C{port} (when given), and stop it (SIGTERM, then SIGKILL) at cleanup.
+    """
+    process = subprocess.Popen(
+        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(stopTimeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    test.addCleanup(stop)
+    if port is not None:
+        waitForPort(port, host, process=process)
+    return process
+
+
+def openFileDescriptors() -> int:
+    """
+    How many file descriptors this process has open.
+    """
+    return len(os.listdir("/proc/self/fd"))
+
+
+PYTHON = sys.executable

@@ -1,0 +1,18 @@
+"""
+endpointkit's endpoint types, for Twisted's plugin discovery.  Parser
+objects only: each one loads its endpoint family when first used.
+"""
+
+from endpointkit._plugin import ClientParser, ServerParser
+
+timeoutClientParser = ClientParser("timeout", "endpointkit.deadline:timeoutType")
+hostnameClientParser = ClientParser("hostname", "endpointkit.deadline:hostnameType")
+socks5ClientParser = ClientParser("socks5", "endpointkit.proxy:socks5Type")
+socks4aClientParser = ClientParser("socks4a", "endpointkit.proxy:socks4aType")
+httpconnectClientParser = ClientParser("httpconnect", "endpointkit.proxy:httpconnectType")
+memoryClientParser = ClientParser("memory", "endpointkit.memory:memoryClientType")
+memoryServerParser = ServerParser("memory", "endpointkit.memory:memoryServerType")
+reuseportServerParser = ServerParser("reuseport", "endpointkit.reuseport:reuseportType")
+adoptServerParser = ServerParser("adopt", "endpointkit.adopt:adoptType")
+multiServerParser = ServerParser("multi", "endpointkit.multi:multiType")
+limitServerParser = ServerParser("limit", "endpointkit.limit:limitType")
