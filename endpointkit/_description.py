@@ -76,9 +76,10 @@ class Invalid(Exception):
     it into a L{DescriptionError} naming the type and the argument.
     """
 
-    def __init__(self, reason: str | None = None) -> None:
+    def __init__(self, reason: str | None = None, hint: str | None = None) -> None:
         Exception.__init__(self, reason)
         self.reason = reason
+        self.hint = hint
 
 
 class Kind:
@@ -240,7 +241,7 @@ class Choice(Kind):
                 return choice
         close = difflib.get_close_matches(text, self.choices, 1, 0.6)
         if close:
-            raise Invalid(f"{self.expected} (did you mean {close[0]!r}?)")
+            raise Invalid(hint=f"did you mean {close[0]!r}?")
         raise Invalid()
 
 
@@ -561,7 +562,7 @@ def _convert(etype: EndpointType, arg: Arg, text: str) -> Any:
         expected = e.reason or arg.kind.expected
         raise DescriptionError(
             f"{etype.prefix}: argument {arg.name!r} must be {expected}, "
-            f"got {_shown(arg, text)}",
+            f"got {_shown(arg, text)}" + (f"; {e.hint}" if e.hint else ""),
             prefix=etype.prefix,
             argument=arg.name,
             value=None if arg.kind.secret else text,
