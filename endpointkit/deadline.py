@@ -1,0 +1,501 @@
+"""
+Deadlines for client connections, and happy-eyeballs TCP from a description.
+
+    timeout:5:endpoint=tcp\\:example.com\\:80
+    timeout:2.5:endpoint=tls\\:example.com\\:443
+    hostname:example.com:443
+    hostname:[::1]:8080:timeout=10:bindAddress=[::1]
+
+Twisted's endpoint interface does not promise a timeout, and the usual
+C{reactor.callLater(30, attempt.cancel)} leaks its delayed call when the
+connection succeeds, reports a C{CancelledError} instead of a timeout, and
+cannot stop an endpoint that ignores cancellation.  L{connectWithTimeout} does
+all three right for any endpoint; C{timeout:} puts it around any client
+description.  C{hostname:} is Twisted's L{HostnameEndpoint} (RFC 8305 over
+IPv4 and IPv6), which no built-in description gives.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import TimeoutError
+from twisted.internet.interfaces import (
+    IAddress,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITransport,
+)
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import directlyProvides, implementer, providedBy
+
+from endpointkit._description import (
+    Arg,
+    EndpointType,
+    Host,
+    Nested,
+    Parsed,
+    Port,
+    Seconds,
+    buildDescription,
+)
+
+__all__ = [
+    "ConnectTimeout",
+    "TimeoutEndpoint",
+    "connectWithTimeout",
+    "describeEndpoint",
+    "hostnameType",
+    "timeoutType",
+]
+
+_log = Logger()
+
+
+def _formatSeconds(seconds: float) -> str:
+    return Seconds().format(seconds)
+
+
+def describeEndpoint(endpoint: object) -> str:
+    """
+    How messages name C{endpoint}: its C{description} attribute when it has
+    one (endpointkit sets it, with secrets masked, on endpoints it builds from
+    a description), its C{repr} otherwise.
+    """
+    description = getattr(endpoint, "description", None)
+    if isinstance(description, str):
+        return description
+    return repr(endpoint)
+
+
+class ConnectTimeout(TimeoutError):
+    """
+    A connection attempt did not complete before its deadline.
+
+    @ivar endpoint: the endpoint that was connecting.
+    @ivar description: how the message names it (see L{describeEndpoint}).
+    @ivar seconds: the deadline, in seconds after the attempt started.
+    """
+
+    def __init__(self, endpoint: object, seconds: float, description: str | None = None) -> None:
+        self.endpoint = endpoint
+        self.description = describeEndpoint(endpoint) if description is None else description
+        self.seconds = seconds
+        self.osError = None
+        Exception.__init__(
+            self,
+            f"connecting to {self.description} timed out after "
+            f"{_formatSeconds(seconds)} second{'' if seconds == 1 else 's'}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (None, self.seconds, self.description))
+
+
+def _checkTimeout(timeout: float) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+    seconds = float(timeout)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout!r}")
+    return seconds
+
+
+def _abort(transport: Any) -> None:
+    abort = getattr(transport, "abortConnection", None)
+    if abort is None:
+        transport.loseConnection()
+    else:
+        abort()
+
+
+class _OneShotFactory(Factory):
+    """
+    Builds one given protocol instance, as L{connectProtocol} does.
+    """
+
+    noisy = False
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        return self.protocol
+
+    def __repr__(self) -> str:
+        return f"<connection of {self.protocol!r}>"
+
+
+@implementer(IProtocol)
+class _Discarded:
+    """
+    What the guard builds once the deadline has passed: it closes the
+    connection it is given, and the caller's factory builds nothing.
+    """
+
+    transport: Any = None
+
+    def makeConnection(self, transport: ITransport) -> None:
+        self.transport = transport
+        _abort(transport)
+
+    def connectionMade(self) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.transport = None
+
+
+@implementer(IProtocol)
+class _GuardedProtocol:
+    """
+    The caller's protocol behind the deadline: L{makeConnection} reaches it
+    only while the deadline has not passed, so a connection that completes
+    late is closed before its protocol sees C{connectionMade}.  It offers the
+    interfaces of the protocol it guards (half-close, TLS handshake, ...), and
+    the transport is handed to that protocol directly.
+    """
+
+    transport: Any = None
+    connected = False
+
+    def __init__(self, guard: _GuardFactory, wrappedProtocol: Any) -> None:
+        self.guard = guard
+        self.wrappedProtocol = wrappedProtocol
+        directlyProvides(self, providedBy(wrappedProtocol))
+
+    def __repr__(self) -> str:
+        return f"<guarded {self.wrappedProtocol!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "wrappedProtocol":
+            raise AttributeError(name)
+        return getattr(self.wrappedProtocol, name)
+
+    def makeConnection(self, transport: ITransport) -> None:
+        self.transport = transport
+        if self.guard.closed:
+            self.guard.discarded(transport)
+            _abort(transport)
+            return
+        self.connected = True
+        self.guard.made.append(self)
+        self.wrappedProtocol.makeConnection(transport)
+
+    def connectionMade(self) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.connected:
+            self.wrappedProtocol.dataReceived(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.transport = None
+        if self.connected:
+            self.connected = False
+            if self in self.guard.made:
+                self.guard.made.remove(self)
+            self.wrappedProtocol.connectionLost(reason)
+
+    def readConnectionLost(self) -> None:
+        if self.connected:
+            self.wrappedProtocol.readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        if self.connected:
+            self.wrappedProtocol.writeConnectionLost()
+
+    def handshakeCompleted(self) -> None:
+        if self.connected:
+            self.wrappedProtocol.handshakeCompleted()
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        if self.connected:
+            self.wrappedProtocol.fileDescriptorReceived(descriptor)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            _abort(self.transport)
+
+
+@implementer(IProtocolFactory)
+class _GuardFactory:
+    """
+    The factory an attempt hands to the inner endpoint.  Until the attempt
+    ends it builds the caller's protocols, guarded; once the deadline has
+    passed (or the attempt was cancelled or failed) it closes every
+    connection it made and every connection that still arrives.
+
+    It offers the interfaces and attributes of the caller's factory, so that
+    a TLS wrapper still finds, say, its ALPN protocols.
+    """
+
+    closed = False
+
+    def __init__(self, factory: Any, attempt: _Attempt) -> None:
+        self.factory = factory
+        self.attempt: _Attempt | None = attempt
+        self.made: list[_GuardedProtocol] = []
+        directlyProvides(self, providedBy(factory))
+
+    def __repr__(self) -> str:
+        return f"<deadline around {self.factory!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "factory":
+            raise AttributeError(name)
+        return getattr(self.factory, name)
+
+    def buildProtocol(self, addr: IAddress) -> Any:
+        if self.closed:
+            return _Discarded()
+        protocol = self.factory.buildProtocol(addr)
+        if protocol is None:
+            return None
+        return _GuardedProtocol(self, protocol)
+
+    def doStart(self) -> None:
+        self.factory.doStart()
+
+    def doStop(self) -> None:
+        self.factory.doStop()
+
+    def settle(self) -> None:
+        """
+        The attempt delivered its protocol: from now on the guard only
+        passes events through.
+        """
+        self.made = []
+        self.attempt = None
+
+    def close(self) -> None:
+        """
+        The attempt is over without a connection: close what was made and
+        what comes later.
+        """
+        self.closed = True
+        made, self.made = self.made, []
+        for protocol in made:
+            protocol.abort()
+
+    def discarded(self, transport: ITransport) -> None:
+        attempt = self.attempt
+        _log.info(
+            "closed a connection to {endpoint} that completed after its attempt ended",
+            endpoint=attempt.name if attempt is not None else "?")
+
+
+class _Attempt:
+    """
+    One connection attempt with a deadline.
+    """
+
+    timer: Any = None
+    pending: Deferred[Any] | None = None
+    finished = False
+
+    def __init__(self, endpoint: Any, factory: Any, seconds: float, clock: Any,
+                 name: str) -> None:
+        self.endpoint = endpoint
+        self.seconds = seconds
+        self.clock = clock
+        self.name = name
+        self.guard = _GuardFactory(factory, self)
+        self.result: Deferred[IProtocol] = Deferred(self._cancel)
+
+    def start(self) -> Deferred[IProtocol]:
+        self.timer = self.clock.callLater(self.seconds, self._expire)
+        pending: Deferred[Any] = maybeDeferred(self.endpoint.connect, self.guard)
+        if not pending.called:
+            self.pending = pending
+        pending.addCallbacks(self._connected, self._failed)
+        return self.result
+
+    def _stopTimer(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _connected(self, protocol: Any) -> None:
+        self.pending = None
+        if self.finished:
+            if isinstance(protocol, _GuardedProtocol):
+                protocol.abort()
+            elif not isinstance(protocol, _Discarded):
+                transport = getattr(protocol, "transport", None)
+                if transport is not None:
+                    _abort(transport)
+            return
+        self.finished = True
+        self._stopTimer()
+        self.guard.settle()
+        if isinstance(protocol, _GuardedProtocol):
+            protocol = protocol.wrappedProtocol
+        self.result.callback(protocol)
+
+    def _failed(self, failure: Failure) -> None:
+        self.pending = None
+        if self.finished:
+            return
+        self.finished = True
+        self._stopTimer()
+        self.guard.close()
+        self.result.errback(failure)
+
+    def _end(self) -> None:
+        self.finished = True
+        self._stopTimer()
+        self.guard.close()
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.cancel()
+
+    def _expire(self) -> None:
+        self.timer = None
+        if self.finished:
+            return
+        self._end()
+        self.result.errback(ConnectTimeout(self.endpoint, self.seconds, self.name))
+
+    def _cancel(self, result: Deferred[IProtocol]) -> None:
+        if not self.finished:
+            self._end()
+
+
+def _connect(endpoint: Any, protocolOrFactory: Any, seconds: float, clock: Any,
+             name: str) -> Deferred[IProtocol]:
+    factory: Any
+    if IProtocolFactory.providedBy(protocolOrFactory):
+        factory = protocolOrFactory
+    elif IProtocol.providedBy(protocolOrFactory):
+        factory = _OneShotFactory(protocolOrFactory)
+    else:
+        raise TypeError(
+            f"connectWithTimeout needs a protocol or a protocol factory, got {protocolOrFactory!r}")
+    if clock is None:
+        from twisted.internet import reactor
+
+        clock = reactor
+    return _Attempt(endpoint, factory, seconds, clock, name).start()
+
+
+def connectWithTimeout(
+    endpoint: IStreamClientEndpoint,
+    protocolOrFactory: IProtocol | IProtocolFactory,
+    timeout: float,
+    clock: IReactorTime | None = None,
+) -> Deferred[IProtocol]:
+    """
+    Connect C{endpoint}, giving up after C{timeout} seconds.
+
+    C{protocolOrFactory} is a protocol instance (as for L{connectProtocol}) or
+    a factory (as for C{endpoint.connect}); the L{Deferred} fires with the
+    connected protocol, or fails with the endpoint's own error, or, when the
+    deadline passes first, cancels the attempt and fails with
+    L{ConnectTimeout}.  Its delayed call never outlives the attempt.  A
+    connection that the endpoint completes after the deadline anyway (an
+    endpoint that ignores cancellation) is closed before its protocol sees
+    C{connectionMade}.  Cancelling the L{Deferred} cancels the attempt.
+
+    @param timeout: seconds, a positive finite number.
+    @param clock: the L{IReactorTime} for the deadline; the global reactor
+        when not given.
+    """
+    return _connect(endpoint, protocolOrFactory, _checkTimeout(timeout), clock,
+                    describeEndpoint(endpoint))
+
+
+@implementer(IStreamClientEndpoint)
+class TimeoutEndpoint:
+    """
+    Another client endpoint, with a deadline on each connection attempt
+    (L{connectWithTimeout}); what C{timeout:} builds.
+
+    @ivar endpoint: the endpoint it wraps.
+    @ivar timeout: the deadline, in seconds.
+    @ivar innerDescription: the description of C{endpoint}, secrets masked,
+        when it was built from one.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, timeout: float,
+                 clock: IReactorTime | None = None,
+                 innerDescription: str | None = None) -> None:
+        self.endpoint = endpoint
+        self.timeout = _checkTimeout(timeout)
+        self.clock = clock
+        self.innerDescription = innerDescription
+
+    @property
+    def description(self) -> str | None:
+        """
+        Its own description, when its inner endpoint's is known.
+        """
+        if self.innerDescription is None:
+            return None
+        return buildDescription("timeout", self.timeout, endpoint=self.innerDescription)
+
+    def __repr__(self) -> str:
+        description = self.description
+        if description is not None:
+            return f"<TimeoutEndpoint {description}>"
+        return f"<TimeoutEndpoint {_formatSeconds(self.timeout)} s around {self.endpoint!r}>"
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        name = (self.innerDescription if self.innerDescription is not None
+                else describeEndpoint(self.endpoint))
+        return _connect(self.endpoint, protocolFactory, self.timeout, self.clock, name)
+
+
+def _buildTimeout(reactor: Any, parsed: Parsed) -> TimeoutEndpoint:
+    inner = parsed.values["endpoint"]
+    assert isinstance(inner, Parsed)
+    return TimeoutEndpoint(inner.build(reactor), parsed.values["seconds"], reactor,
+                           inner.description(masked=True))
+
+
+timeoutType = EndpointType(
+    "timeout", "client",
+    (
+        Arg("seconds", Seconds(), help="deadline for each connection attempt (fractions allowed)",
+            positional=True),
+        Arg("endpoint", Nested("client"), help="the client description it puts a deadline on"),
+    ),
+    "a deadline around any client description: an attempt still connecting after SECONDS "
+    "is cancelled and fails with ConnectTimeout",
+    build=_buildTimeout,
+)
+
+
+def _buildHostname(reactor: Any, host: str, port: int, timeout: float,
+                   bindAddress: str | None, attemptDelay: float | None) -> HostnameEndpoint:
+    return HostnameEndpoint(reactor, host, port, timeout=timeout, bindAddress=bindAddress,
+                            attemptDelay=attemptDelay)
+
+
+hostnameType = EndpointType(
+    "hostname", "client",
+    (
+        Arg("host", Host(), help="host name (IDNA allowed) or IP address ([::1]) to connect to",
+            positional=True),
+        Arg("port", Port(), help="TCP port to connect to", positional=True),
+        Arg("timeout", Seconds(), 30, "seconds to wait for each address's connection attempt"),
+        Arg("bindAddress", Host(what="local address"), None, "local address to connect from"),
+        Arg("attemptDelay", Seconds(allowZero=True), None,
+            "seconds before trying the next address (default 0.3)"),
+    ),
+    "TCP to a host name over IPv6 and IPv4 at once (RFC 8305 happy eyeballs), "
+    "or to an IP address",
+    factory=_buildHostname,
+)
