@@ -1,0 +1,719 @@
+"""
+C{memory:} -- in-memory server and client endpoints, addressable by name.
+
+    memory:db            (or memory:name=db)
+
+A server listening on C{memory:db} and a client connecting to C{memory:db}
+on the same reactor are joined without a socket: a program under test keeps
+its real configuration strings.  Names live in a per-reactor registry:
+listening on a name that is taken fails with L{CannotListenError} (errno
+C{EADDRINUSE}), connecting to a name nobody listens on fails with
+L{ConnectionRefusedError}, and C{stopListening} frees the name.
+
+The transports behave like TCP's: writes are buffered and delivered later
+from the reactor (never inside the caller's C{write}), C{loseConnection}
+waits for buffered data, C{abortConnection} drops it and the peer sees
+L{ConnectionLost}, half-close follows L{IHalfCloseableProtocol}, and a
+registered producer is paused when the peer's unread data passes
+L{HIGH_WATER} bytes and resumed below L{LOW_WATER} (a reader that calls
+C{transport.pauseProducing()} stops delivery, so backpressure reaches the
+writer).
+
+Delivery runs from one scheduled call per reactor (C{callLater(0)}), so on a
+real reactor it is live and on a L{twisted.internet.task.Clock} or
+L{MemoryReactorClock} it happens when the test calls L{pump}.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.error import (
+    CannotListenError,
+    ConnectingCancelledError,
+    ConnectionAborted,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    NoProtocol,
+)
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+    ITCPTransport,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from endpointkit._description import Arg, EndpointType, String, quoteArgument
+
+__all__ = [
+    "HIGH_WATER",
+    "LOW_WATER",
+    "MemoryAddress",
+    "MemoryClientEndpoint",
+    "MemoryPort",
+    "MemoryServerEndpoint",
+    "MemoryTransport",
+    "listeningNames",
+    "memoryClientType",
+    "memoryServerType",
+    "openConnections",
+    "pump",
+]
+
+_log = Logger()
+
+#: Unread bytes (written but not yet delivered to the peer's protocol) above
+#: which the writer's registered streaming producer is paused.
+HIGH_WATER = 64 * 1024
+#: Unread bytes below which a paused producer is resumed.
+LOW_WATER = 16 * 1024
+#: The most bytes handed to C{dataReceived} at once, like one TCP read.
+READ_SIZE = 64 * 1024
+#: Tasks run per reactor turn before the pump yields to the reactor.
+_BUDGET = 2048
+
+
+@implementer(IAddress)
+@dataclass(frozen=True)
+class MemoryAddress:
+    """
+    The address of one end of a C{memory:} connection.
+
+    @ivar name: the name listened on.
+    @ivar connectionNumber: 0 for the listener (the server side of every
+        connection), and for a client a number unique on that listener,
+        counted from 1, like an ephemeral port.
+    """
+
+    name: str
+    connectionNumber: int = 0
+
+    def __str__(self) -> str:
+        return f"memory:{quoteArgument(self.name)}#{self.connectionNumber}"
+
+
+def _failure(error: BaseException | None = None) -> Failure:
+    """
+    A L{Failure} of C{error}, or of the exception being handled.
+    """
+    return Failure(error)  # type: ignore[no-untyped-call]
+
+
+def _done() -> Failure:
+    return _failure(ConnectionDone())
+
+
+def _description(name: str) -> str:
+    return "memory:" + quoteArgument(name)
+
+
+class _Network:
+    """
+    The names listened on with one reactor, its live connections, and the
+    queue of delivery tasks that one scheduled call runs.
+    """
+
+    def __init__(self) -> None:
+        self.ports: dict[str, MemoryPort] = {}
+        self.connections: set[MemoryTransport] = set()
+        self._queue: deque[Callable[[], None]] = deque()
+        self._call: IDelayedCall | None = None
+        self._running = False
+
+    def schedule(self, reactor: Any, task: Callable[[], None]) -> None:
+        self._queue.append(task)
+        if self._call is None and not self._running:
+            self._call = reactor.callLater(0, self._run, reactor)
+
+    def _run(self, reactor: Any) -> None:
+        self._call = None
+        self._running = True
+        queue = self._queue
+        budget = _BUDGET
+        try:
+            while queue and budget:
+                budget -= 1
+                queue.popleft()()
+        finally:
+            self._running = False
+            if queue:
+                self._call = reactor.callLater(0, self._run, reactor)
+
+
+_networks: weakref.WeakKeyDictionary[Any, _Network] = weakref.WeakKeyDictionary()
+
+
+def _networkFor(reactor: Any) -> _Network:
+    network = _networks.get(reactor)
+    if network is None:
+        network = _networks[reactor] = _Network()
+    return network
+
+
+def listeningNames(reactor: Any) -> list[str]:
+    """
+    The names that something listens on with C{reactor}, sorted: a test can
+    check that it left none behind.
+    """
+    network = _networks.get(reactor)
+    return sorted(network.ports) if network is not None else []
+
+
+def openConnections(reactor: Any) -> int:
+    """
+    How many C{memory:} transports on C{reactor} are not yet disconnected.
+    """
+    network = _networks.get(reactor)
+    return len(network.connections) if network is not None else 0
+
+
+def pump(reactor: Any, maxTurns: int = 10_000) -> int:
+    """
+    Run the calls that are due on a L{twisted.internet.task.Clock}-based
+    reactor (such as L{MemoryReactorClock}) until none is due, without moving
+    its time: every C{memory:} delivery that is pending happens.  At most
+    C{maxTurns} turns, so a pair of protocols that talk forever cannot hang a
+    test; returns the number of turns taken.
+    """
+    turns = 0
+    while turns < maxTurns:
+        now = reactor.seconds()
+        if not any(call.getTime() <= now for call in reactor.getDelayedCalls()):
+            break
+        reactor.advance(0)
+        turns += 1
+    return turns
+
+
+@implementer(ITCPTransport, IConsumer, IPushProducer)
+class MemoryTransport:
+    """
+    One end of a C{memory:} connection.  What is written is kept in this
+    end's outgoing buffer until the pump moves it into the peer's incoming
+    buffer, from which it is delivered while the peer reads.
+    """
+
+    disconnecting = False
+    disconnected = False
+    connected = False
+
+    def __init__(
+        self,
+        reactor: Any,
+        network: _Network,
+        host: MemoryAddress,
+        peerAddress: MemoryAddress,
+        onLost: Callable[[], None] | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self._network = network
+        self._host = host
+        self._peerAddress = peerAddress
+        self._onLost = onLost
+        self.protocol: Any = None
+        self._peer: MemoryTransport | None = None
+        self._outbound: list[bytes] = []
+        self._outboundSize = 0
+        self._inbound: deque[bytes] = deque()
+        self._inboundSize = 0
+        self._inboundEnd: Failure | None = None
+        self._reading = True
+        self._readDisconnected = False
+        self._writeDisconnecting = False
+        self._writeDisconnected = False
+        self._aborting = False
+        self._queued = False
+        self.producer: Any = None
+        self.streamingProducer = False
+        self._producerPaused = False
+        self._noDelay = True
+        self._keepAlive = False
+
+    def __repr__(self) -> str:
+        return f"<MemoryTransport {self._host} -> {self._peerAddress}>"
+
+    # Scheduling.
+
+    def _schedule(self) -> None:
+        if not self._queued and not self.disconnected:
+            self._queued = True
+            self._network.schedule(self.reactor, self._service)
+
+    def _backlog(self) -> int:
+        """
+        Bytes written by this end that the peer's protocol has not read.
+        """
+        peer = self._peer
+        inPeer = peer._inboundSize if peer is not None else 0
+        return self._outboundSize + inPeer
+
+    def _service(self) -> None:
+        """
+        Move written data to the peer, deliver what the peer wrote, and carry
+        out a pending close: one step of the pump for this end.
+        """
+        self._queued = False
+        if self.disconnected or self._aborting:
+            return
+        peer = self._peer
+        if self._outbound:
+            if peer is not None and not peer.disconnected:
+                peer._inbound.extend(self._outbound)
+                peer._inboundSize += self._outboundSize
+                peer._schedule()
+            self._outbound = []
+            self._outboundSize = 0
+        self._deliver()
+        if self.disconnected:
+            return
+        producer = self.producer
+        if producer is not None and (not self.streamingProducer or self._producerPaused):
+            if self._backlog() <= LOW_WATER:
+                self._producerPaused = False
+                producer.resumeProducing()
+            return
+        if self.disconnecting:
+            self._connectionLost(_done())
+        elif self._writeDisconnecting and not self._writeDisconnected:
+            self._writeDisconnected = True
+            if peer is not None and not peer.disconnected and peer._inboundEnd is None:
+                peer._inboundEnd = _done()
+                peer._schedule()
+            halfCloseable: Any = IHalfCloseableProtocol(self.protocol, None)
+            if halfCloseable is not None:
+                self._call(halfCloseable.writeConnectionLost)
+
+    def _deliver(self) -> None:
+        """
+        Hand incoming data, then the end of the stream, to the protocol while
+        it reads.
+        """
+        inbound = self._inbound
+        chunks = 0
+        while inbound and self._isReading():
+            if len(inbound) == 1 or len(inbound[0]) >= READ_SIZE:
+                data = inbound.popleft()
+            else:
+                parts = []
+                size = 0
+                while inbound and size + len(inbound[0]) <= READ_SIZE:
+                    part = inbound.popleft()
+                    parts.append(part)
+                    size += len(part)
+                data = b"".join(parts)
+            self._inboundSize -= len(data)
+            peer = self._peer
+            if (
+                peer is not None
+                and peer.producer is not None
+                and (peer._producerPaused or not peer.streamingProducer)
+                and peer._backlog() <= LOW_WATER
+            ):
+                peer._schedule()
+            assert self.protocol is not None
+            self._call(self.protocol.dataReceived, data)
+            chunks += 1
+            if chunks >= 16 and inbound:
+                self._schedule()
+                return
+        if not inbound and self._inboundEnd is not None and self._isReading():
+            reason = self._inboundEnd
+            self._inboundEnd = None
+            if isinstance(reason.value, ConnectionDone):
+                halfCloseable: Any = IHalfCloseableProtocol(self.protocol, None)
+                if halfCloseable is not None:
+                    self._readDisconnected = True
+                    self._call(halfCloseable.readConnectionLost)
+                    return
+            self._connectionLost(reason)
+
+    def _isReading(self) -> bool:
+        return (
+            self._reading
+            and not self.disconnecting
+            and not self.disconnected
+            and not self._readDisconnected
+            and not self._aborting
+        )
+
+    def _call(self, method: Callable[..., object], *args: object) -> None:
+        """
+        Call the protocol; like a reactor, log what it raises and drop the
+        connection with that failure.
+        """
+        try:
+            method(*args)
+        except BaseException:
+            failure = _failure()
+            _log.failure("unhandled error in a memory: protocol", failure)
+            self._connectionLost(failure)
+
+    def _connectionLost(self, reason: Failure) -> None:
+        if self.disconnected:
+            return
+        self.disconnected = True
+        self.connected = False
+        self._reading = False
+        self._outbound = []
+        self._outboundSize = 0
+        self._inbound.clear()
+        self._inboundSize = 0
+        self._inboundEnd = None
+        self._network.connections.discard(self)
+        peer = self._peer
+        if peer is not None and not peer.disconnected:
+            if isinstance(reason.value, ConnectionAborted):
+                peer._inboundEnd = _failure(ConnectionLost("connection reset by peer"))
+            elif peer._inboundEnd is None and not self._writeDisconnected:
+                peer._inboundEnd = _done()
+            peer._schedule()
+        producer = self.producer
+        self.producer = None
+        if producer is not None:
+            try:
+                producer.stopProducing()
+            except BaseException:
+                _log.failure("error stopping the producer of a memory: transport")
+        protocol = self.protocol
+        if protocol is not None:
+            try:
+                protocol.connectionLost(reason)
+            except BaseException:
+                _log.failure("unhandled error in a memory: protocol's connectionLost")
+        if self._onLost is not None:
+            onLost, self._onLost = self._onLost, None
+            onLost()
+
+    # ITransport
+
+    def write(self, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        if not self.connected or self._writeDisconnected or self._aborting:
+            return
+        if data:
+            self._outbound.append(data)
+            self._outboundSize += len(data)
+            self._maybePauseProducer()
+            self._schedule()
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        chunks = list(data)
+        for chunk in chunks:
+            if not isinstance(chunk, bytes):
+                raise TypeError(f"data must be bytes, not {type(chunk).__name__}")
+        for chunk in chunks:
+            self.write(chunk)
+
+    def _maybePauseProducer(self) -> None:
+        producer = self.producer
+        if (
+            producer is not None
+            and self.streamingProducer
+            and not self._producerPaused
+            and self._backlog() > HIGH_WATER
+        ):
+            self._producerPaused = True
+            producer.pauseProducing()
+
+    def loseConnection(self) -> None:
+        if not self.connected or self.disconnecting:
+            return
+        self.disconnecting = True
+        self._schedule()
+
+    def abortConnection(self) -> None:
+        if self.disconnected or self._aborting:
+            return
+        self._aborting = True
+        self._outbound = []
+        self._outboundSize = 0
+        self._network.schedule(
+            self.reactor, lambda: self._connectionLost(_failure(ConnectionAborted()))
+        )
+
+    def loseWriteConnection(self) -> None:
+        if not self.connected:
+            return
+        self._writeDisconnecting = True
+        self._schedule()
+
+    def getPeer(self) -> MemoryAddress:
+        return self._peerAddress
+
+    def getHost(self) -> MemoryAddress:
+        return self._host
+
+    # ITCPTransport's socket options: accepted and remembered, no effect.
+
+    def getTcpNoDelay(self) -> bool:
+        return self._noDelay
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self._noDelay = bool(enabled)
+
+    def getTcpKeepAlive(self) -> bool:
+        return self._keepAlive
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:
+        self._keepAlive = bool(enabled)
+
+    # IConsumer
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if self.producer is not None:
+            raise RuntimeError(
+                f"cannot register producer {producer!r}, because producer "
+                f"{self.producer!r} was never unregistered"
+            )
+        if self.disconnected:
+            producer.stopProducing()
+            return
+        self.producer = producer
+        self.streamingProducer = bool(streaming)
+        self._producerPaused = False
+        if not streaming:
+            producer.resumeProducing()
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+        self._producerPaused = False
+        if self.connected and (self.disconnecting or self._writeDisconnecting):
+            self._schedule()
+
+    # IPushProducer: the reading side.
+
+    def pauseProducing(self) -> None:
+        self._reading = False
+
+    def resumeProducing(self) -> None:
+        if self.connected and not self.disconnecting:
+            self._reading = True
+            if self._inbound or self._inboundEnd is not None:
+                self._schedule()
+
+    def stopProducing(self) -> None:
+        self.loseConnection()
+
+
+def _connect(
+    reactor: Any,
+    network: _Network,
+    port: MemoryPort,
+    clientProtocol: Any,
+    clientNumber: int,
+    onClientLost: Callable[[], None],
+) -> MemoryTransport | None:
+    """
+    Join a client protocol to a new server protocol of C{port}; either may
+    be missing (its factory declined), and then the other end is connected
+    and sees the stream end at once, as with TCP.
+    """
+    serverAddress = port.getHost()
+    clientAddress = MemoryAddress(port.name, clientNumber)
+    serverProtocol: Any
+    try:
+        serverProtocol = port.factory.buildProtocol(clientAddress)
+    except BaseException:
+        _log.failure("error building the protocol for a memory: connection")
+        serverProtocol = None
+    server = client = None
+    if serverProtocol is not None:
+        server = MemoryTransport(reactor, network, serverAddress, clientAddress)
+        server.protocol = serverProtocol
+    if clientProtocol is not None:
+        client = MemoryTransport(reactor, network, clientAddress, serverAddress, onClientLost)
+        client.protocol = clientProtocol
+    for end, other in ((server, client), (client, server)):
+        if end is None:
+            continue
+        end._peer = other
+        end.connected = True
+        network.connections.add(end)
+        if other is None:
+            end._inboundEnd = _done()
+            end._schedule()
+    for end in (server, client):
+        if end is not None and end.protocol is not None and end.connected:
+            end._call(end.protocol.makeConnection, end)
+    return client
+
+
+@implementer(IListeningPort)
+class MemoryPort:
+    """
+    A name listened on with C{memory:}.  Its connections stay open after
+    C{stopListening}, as TCP's do.
+    """
+
+    def __init__(self, reactor: Any, name: str, factory: IProtocolFactory) -> None:
+        self.reactor = reactor
+        self.name = name
+        self.factory: Any = factory
+        self.listening = False
+        self._connections = 0
+
+    def __repr__(self) -> str:
+        state = "listening" if self.listening else "not listening"
+        return f"<MemoryPort {_description(self.name)} {state}>"
+
+    def _nextNumber(self) -> int:
+        self._connections += 1
+        return self._connections
+
+    def startListening(self) -> None:
+        if self.listening:
+            return
+        network = _networkFor(self.reactor)
+        if self.name in network.ports:
+            raise CannotListenError(  # type: ignore[no-untyped-call]
+                None,
+                _description(self.name),
+                OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)),
+            )
+        network.ports[self.name] = self
+        self.listening = True
+        self.factory.doStart()
+
+    def stopListening(self) -> defer.Deferred[None]:
+        """
+        Free the name; the returned Deferred has fired by then.
+        """
+        if self.listening:
+            network = _networkFor(self.reactor)
+            if network.ports.get(self.name) is self:
+                del network.ports[self.name]
+            self.listening = False
+            self.factory.doStop()
+        return defer.succeed(None)
+
+    def getHost(self) -> MemoryAddress:
+        return MemoryAddress(self.name, 0)
+
+    def clientDescription(self) -> str:
+        """
+        The client description that connects to this port.
+        """
+        return _description(self.name)
+
+
+@implementer(IStreamServerEndpoint)
+class MemoryServerEndpoint:
+    """
+    Listens on a name in the C{memory:} registry of C{reactor}.
+    """
+
+    def __init__(self, reactor: Any, name: str) -> None:
+        self._reactor = reactor
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<MemoryServerEndpoint {_description(self.name)}>"
+
+    def listen(self, protocolFactory: IProtocolFactory) -> defer.Deferred[MemoryPort]:
+        port = MemoryPort(self._reactor, self.name, protocolFactory)
+        try:
+            port.startListening()
+        except CannotListenError:
+            return defer.fail()
+        return defer.succeed(port)
+
+
+class _Attempt:
+    cancelled = False
+
+
+@implementer(IStreamClientEndpoint)
+class MemoryClientEndpoint:
+    """
+    Connects to a name in the C{memory:} registry of C{reactor}.  The
+    connection is made from the reactor, so the Deferred never fires inside
+    C{connect}.
+    """
+
+    def __init__(self, reactor: Any, name: str) -> None:
+        self._reactor = reactor
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<MemoryClientEndpoint {_description(self.name)}>"
+
+    def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        factory: Any = protocolFactory
+        reactor = self._reactor
+        network = _networkFor(reactor)
+        attempt = _Attempt()
+
+        def cancel(d: defer.Deferred[IProtocol]) -> None:
+            attempt.cancelled = True
+            factory.doStop()
+            d.errback(ConnectingCancelledError(  # type: ignore[no-untyped-call]
+                MemoryAddress(self.name)))
+
+        result: defer.Deferred[IProtocol] = defer.Deferred(cancel)
+        factory.doStart()
+
+        def attemptConnection() -> None:
+            if attempt.cancelled:
+                return
+            port = network.ports.get(self.name)
+            if port is None:
+                factory.doStop()
+                result.errback(
+                    ConnectionRefusedError(  # type: ignore[no-untyped-call]
+                        f"nothing listens on {_description(self.name)}")
+                )
+                return
+            number = port._nextNumber()
+            try:
+                protocol = factory.buildProtocol(port.getHost())
+            except BaseException:
+                protocol = None
+                failure: Failure | None = _failure()
+            else:
+                failure = None if protocol is not None else _failure(NoProtocol())
+            client = _connect(reactor, network, port, protocol, number, factory.doStop)
+            if failure is not None:
+                factory.doStop()
+                result.errback(failure)
+            elif client is not None and client.connected:
+                assert protocol is not None
+                result.callback(protocol)
+            else:
+                result.errback(ConnectionLost("the connection was lost while it was made"))
+
+        network.schedule(reactor, attemptConnection)
+        return result
+
+
+_nameArg = Arg("name", String(), help="the name to listen on or connect to", positional=True)
+
+memoryServerType = EndpointType(
+    "memory", "server", (_nameArg,),
+    "in-memory listener on a name, for tests: no socket; clients connect with memory:NAME",
+    factory=MemoryServerEndpoint,
+)
+
+memoryClientType = EndpointType(
+    "memory", "client", (_nameArg,),
+    "in-memory connection to a memory: listener on the same reactor, for tests",
+    factory=MemoryClientEndpoint,
+)
