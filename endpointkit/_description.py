@@ -17,6 +17,7 @@ with two additions that Twisted's own tokenizer cannot express:
 
 from __future__ import annotations
 
+import decimal
 import difflib
 import ipaddress
 import math
@@ -188,7 +189,10 @@ class Seconds(Kind):
 
     def format(self, value: Any) -> str:
         number = float(value)
-        return str(int(number)) if number.is_integer() else repr(number)
+        if number.is_integer():
+            return str(int(number))
+        # Positional notation (the grammar has no exponents), exact.
+        return format(decimal.Decimal(repr(number)), "f")
 
 
 class Bool(Kind):
@@ -410,28 +414,33 @@ class EndpointType:
 
 # Tokenizing and quoting.
 
-_QUOTED = re.compile(r"([\\:=])")
+_QUOTED = re.compile(r"([\\:=\[])")
 
 
 def quoteArgument(text: str) -> str:
     """
     Quote one argument so that Twisted's tokenizer and ours both read it back
-    as C{text}: backslash, colon and equals sign are escaped, and so is a
-    leading bracket.
+    as C{text}: backslash, colon, equals sign and opening bracket are
+    escaped.
     """
-    quoted = _QUOTED.sub(r"\\\1", text)
-    return "\\" + quoted if quoted.startswith("[") else quoted
+    return _QUOTED.sub(r"\\\1", text)
 
 
 def tokenize(description: str) -> list[tuple[str | None, str]]:
     """
     Split a description into C{(key, value)} pairs in order; C{key} is
     L{None} for a positional value.
+
+    A C{[} at the start of a value, or just after an escaped C{:} or C{=}
+    (the start of a value of a nested description), opens a bracket group
+    that runs to the next C{]}: colons and equals signs inside it do not
+    split.  Backslash escapes work everywhere.
     """
     pairs: list[tuple[str | None, str]] = []
     key: str | None = None
     current: list[str] = []
     atValueStart = True
+    inBrackets = False
     i = 0
     n = len(description)
     while i < n:
@@ -442,29 +451,28 @@ def tokenize(description: str) -> list[tuple[str | None, str]]:
                     f"{description!r} ends with a lone backslash; "
                     "a backslash escapes the character after it"
                 )
-            current.append(description[i + 1])
+            escaped = description[i + 1]
+            current.append(escaped)
             i += 2
-            atValueStart = False
+            atValueStart = escaped in ":="
             continue
-        if c == "[" and atValueStart:
-            end = description.find("]", i)
-            if end < 0:
+        if c == "[" and atValueStart and not inBrackets:
+            if description.find("]", i) < 0:
                 raise DescriptionError(
                     f"{description!r} opens '[' without a closing ']'; "
                     "write IPv6 literals as [::1] or escape the bracket as \\["
                 )
-            current.append(description[i : end + 1])
-            i = end + 1
-            atValueStart = False
-            continue
-        if c == ":":
-            pairs.append((key, "".join(current)))
-            key, current, atValueStart = None, [], True
-        elif c == "=" and key is None:
-            key, current, atValueStart = "".join(current), [], True
-        else:
+            inBrackets = True
+        elif c == "]":
+            inBrackets = False
+        if inBrackets or c not in ":=" or (c == "=" and key is not None):
             current.append(c)
             atValueStart = False
+        elif c == ":":
+            pairs.append((key, "".join(current)))
+            key, current, atValueStart = None, [], True
+        else:
+            key, current, atValueStart = "".join(current), [], True
         i += 1
     pairs.append((key, "".join(current)))
     return pairs
@@ -500,7 +508,7 @@ def rejoinBrackets(
     i = 0
     while i < len(texts):
         text = texts[i]
-        if text.startswith("[") and "]" not in text:
+        if text.rfind("[") > text.rfind("]"):
             end = i
             while end + 1 < len(texts) and "]" not in texts[end]:
                 end += 1
@@ -512,11 +520,11 @@ def rejoinBrackets(
     pairs = []
     for key, value in kwargs.items():
         text = _text(prefix, key, value)
-        if text.startswith("[") and "]" not in text:
+        if text.rfind("[") > text.rfind("]"):
             raise DescriptionError(
-                f"{prefix}: argument {key!r}: Twisted's parser splits the "
-                f"bracketed address at its colons; escape them ({key}=\\:\\:1) "
-                "or parse with endpointkit.clientFromString/serverFromString",
+                f"{prefix}: argument {key!r}: Twisted's parser splits a bracketed "
+                "address at its colons; escape them ([\\:\\:1]) or parse with "
+                "endpointkit.clientFromString/serverFromString",
                 prefix=prefix,
                 argument=key,
             )

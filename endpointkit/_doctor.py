@@ -140,7 +140,9 @@ def doctor(out: TextIO) -> int:
     """
     Print every finding; exit status 0 when all are fine, 1 otherwise.
     """
-    findings = [checkPluginFound(), *checkCaches(), *checkCollisions(), *checkStrayInit()]
+    # The caches first: the plugin scan that the other checks make rewrites
+    # a stale cache where it can.
+    findings = [*checkCaches(), checkPluginFound(), *checkCollisions(), *checkStrayInit()]
     for finding in findings:
         out.write(f"{'ok  ' if finding.ok else 'FIX '} {finding.what}\n")
         if finding.fix:

@@ -91,6 +91,19 @@ class TokenizeTests(SynchronousTestCase):
             tokenize("tcp:[::1]:80:bindAddress=[fe80::1%eth0]"),
             [(None, "tcp"), (None, "[::1]"), (None, "80"), ("bindAddress", "[fe80::1%eth0]")])
 
+    def test_bracketsInNestedDescription(self) -> None:
+        """
+        A bracket just after an escaped colon starts a bracket group too, so
+        a nested description can hold an IPv6 literal without escapes.
+        """
+        self.assertEqual(
+            tokenize(r"tls:h:443:endpoint=tcp\:[::1]\:80"),
+            [(None, "tls"), (None, "h"), (None, "443"), ("endpoint", "tcp:[::1]:80")])
+        self.assertEqual(
+            tokenize(r"timeout:5:endpoint=tls\:h\:443\:endpoint=tcp\\\:[::1]\\\:80"),
+            [(None, "timeout"), (None, "5"),
+             ("endpoint", r"tls:h:443:endpoint=tcp\:[::1]\:80")])
+
     def test_unclosedBracket(self) -> None:
         e = self.assertRaises(DescriptionError, tokenize, "tcp:[::1:80")
         self.assertIn("']'", str(e))
