@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from socksio.exceptions import ProtocolError
 from socksio.socks4 import (
     SOCKS4ARequest,
     SOCKS4Command,
@@ -396,6 +395,8 @@ class SOCKS5Handshake(_Handshake):
         events: list[Event] = []
         while True:
             if self._state == self._METHODS:
+                if self._buffer:
+                    self._checkVersion(self._buffer[0], 0x05)
                 reply = self._take(2)
                 if reply is None:
                     break
@@ -469,14 +470,19 @@ class SOCKS5Handshake(_Handshake):
                 reply = self._take(self._replyLength)
                 if reply is None:
                     break
-                try:
-                    parsed = SOCKS5Reply.loads(reply)
-                except (ProtocolError, UnicodeDecodeError, ValueError):
-                    raise self._error(MalformedProxyReply,
-                                      "sent a reply with an undecodable bound address") from None
+                if reply[3] == 0x03:
+                    # socksio keeps a domain's length byte in the address.
+                    try:
+                        bound = reply[5:-2].decode("idna")
+                    except UnicodeError:
+                        raise self._error(MalformedProxyReply,
+                                          "sent a reply with an undecodable bound address"
+                                          ) from None
+                else:
+                    bound = SOCKS5Reply.loads(reply).addr
                 self._done = True
                 trailing, self._buffer = self._buffer, b""
-                events.append(TunnelReady(trailing, parsed.addr, parsed.port))
+                events.append(TunnelReady(trailing, bound, int.from_bytes(reply[-2:], "big")))
                 break
         return events
 
