@@ -1,0 +1,310 @@
+"""
+Bulk throughput through C{endpointkit relay} (splice and copying paths)
+against C{socat -b 65536}, C{twistd portforward} and a direct connection, in
+one run, with the same source and sink processes.
+
+Each stream sends a fixed number of bytes and waits for the sink's
+acknowledgement (a fixed-size exchange: C{twistd portforward} loses replies
+after a half-close, so nothing here relies on one).
+
+    /tmp/venv/bin/python bench/bench_relay.py            # 1 GiB, 1 and 16 streams
+    /tmp/venv/bin/python bench/bench_relay.py --quick    # 256 MiB, 1 and 4 streams
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PYTHON = sys.executable
+CHUNK = 1 << 20
+
+
+def _recvExactly(s: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        more = s.recv(n - len(data))
+        if not more:
+            raise ConnectionError("closed early")
+        data += more
+    return data
+
+
+def sink(port: int) -> None:
+    """
+    Accept connections; each says how many bytes follow, and gets C{ok}
+    once they have all arrived.
+    """
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(128)
+    print("ready", flush=True)
+
+    def serve(s: socket.socket) -> None:
+        with s:
+            try:
+                (size,) = struct.unpack("!Q", _recvExactly(s, 8))
+            except OSError:
+                return  # a readiness probe
+            buffer = bytearray(CHUNK)
+            view = memoryview(buffer)
+            left = size
+            while left:
+                n = s.recv_into(view[: min(CHUNK, left)])
+                if not n:
+                    return
+                left -= n
+            s.sendall(b"ok")
+
+    while True:
+        s, _ = server.accept()
+        threading.Thread(target=serve, args=(s,), daemon=True).start()
+
+
+def source(port: int, total: int, streams: int) -> None:
+    """
+    Send C{total} bytes over C{streams} parallel connections; print the
+    seconds it took until every stream was acknowledged.
+    """
+    block = os.urandom(CHUNK)
+    each = total // streams
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(streams + 1)
+
+    def send() -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
+                barrier.wait()
+                s.sendall(struct.pack("!Q", each))
+                left = each
+                while left:
+                    n = min(CHUNK, left)
+                    s.sendall(block[:n])
+                    left -= n
+                if _recvExactly(s, 2) != b"ok":
+                    raise ConnectionError("bad acknowledgement")
+        except BaseException as e:
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=send) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        print(f"error {errors[0]!r}", flush=True)
+        sys.exit(1)
+    print(f"{elapsed:.6f}", flush=True)
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def waitFor(port: int, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on {port}")
+
+
+def _tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class PeakRSS:
+    """
+    Samples the summed RSS of a process and its children (socat forks).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, sum(_rss(p) for p in _tree(self.pid)))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def relays(target: int, tmp: str) -> list[tuple[str, Callable[[int], list[str]]]]:
+    relay = [PYTHON, "-c",
+             "import sys; from endpointkit.relay import main; sys.exit(main(sys.argv[1:]))"]
+    back = f"tcp:127.0.0.1:{target}"
+    found: list[tuple[str, Callable[[int], list[str]]]] = [
+        ("direct", lambda port: []),
+        ("endpointkit relay (splice)",
+         lambda port: [*relay, f"tcp:{port}:interface=127.0.0.1", back]),
+        ("endpointkit relay --no-splice",
+         lambda port: [*relay, "--no-splice", f"tcp:{port}:interface=127.0.0.1", back]),
+    ]
+    if shutil.which("socat"):
+        found.append(("socat -b 65536", lambda port: [
+            "socat", "-b", "65536", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+            f"TCP:127.0.0.1:{target}"]))
+    twistd = os.path.join(os.path.dirname(PYTHON), "twistd")
+    found.append(("twistd portforward", lambda port: [
+        twistd, "-n", "--pidfile=", "-l", os.path.join(tmp, f"pf{port}.log"), "portforward",
+        "-p", f"tcp:{port}:interface=127.0.0.1", "-h", "127.0.0.1", "-d", str(target)]))
+    return found
+
+
+def run(total: int, streamCounts: Sequence[int], repeat: int) -> None:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    target = freePort()
+    sinkProcess = subprocess.Popen([PYTHON, __file__, "--sink", str(target)],
+                                   stdout=subprocess.PIPE, env=env)
+    assert sinkProcess.stdout is not None
+    sinkProcess.stdout.readline()
+    results: dict[tuple[str, int], float] = {}
+    peaks: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for name, argv in relays(target, tmp):
+                port = freePort()
+                command = argv(port)
+                process = None
+                if command:
+                    process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                               stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL, env=env,
+                                               cwd=tmp)
+                    waitFor(port, process)
+                else:
+                    port = target
+                sampler = PeakRSS(process.pid) if process else None
+                try:
+                    for streams in streamCounts:
+                        best = 0.0
+                        for _ in range(repeat):
+                            out = subprocess.run(
+                                [PYTHON, __file__, "--source", str(port), str(total),
+                                 str(streams)], capture_output=True, env=env, timeout=300)
+                            text = out.stdout.decode().strip()
+                            if out.returncode:
+                                raise RuntimeError(f"{name}: {text} {out.stderr.decode()}")
+                            best = max(best, total / float(text) / 1e6)
+                        results[name, streams] = best
+                        print(f"  {name:32} {streams:3} stream(s) {best:8.0f} MB/s",
+                              file=sys.stderr, flush=True)
+                finally:
+                    if sampler is not None:
+                        peaks[name] = sampler.stop()
+                    if process is not None:
+                        process.send_signal(signal.SIGTERM)
+                        try:
+                            process.wait(15)
+                        except subprocess.TimeoutExpired:
+                            process.kill()
+                            process.wait()
+        finally:
+            sinkProcess.kill()
+            sinkProcess.wait()
+    report(results, peaks, total, streamCounts)
+
+
+def report(results: dict[tuple[str, int], float], peaks: dict[str, int], total: int,
+           streamCounts: Sequence[int]) -> None:
+    names = list(dict.fromkeys(name for name, _ in results))
+    print(f"\nrelay throughput, {total / 2**20:.0f} MiB per run over loopback, "
+          f"best of runs, MB/s (ratio to socat -b 65536 / twistd portforward / direct)")
+    header = f"{'relay':32}" + "".join(f"{f'{s} stream(s)':>34}" for s in streamCounts)
+    print(header + f"{'peak RSS':>12}")
+    for name in names:
+        cells = []
+        for streams in streamCounts:
+            value = results.get((name, streams), 0.0)
+            ratios = []
+            for base in ("socat -b 65536", "twistd portforward", "direct"):
+                reference = results.get((base, streams))
+                ratios.append(f"{value / reference:.2f}" if reference else "-")
+            cells.append(f"{value:8.0f} ({'/'.join(ratios)})")
+        rss = peaks.get(name)
+        rssText = f"{rss / 2**20:.0f} MiB" if rss else "-"
+        print(f"{name:32}" + "".join(f"{c:>34}" for c in cells) + f"{rssText:>12}")
+    print("\ntargets: --no-splice >= 1.2x twistd portforward; splice >= 1.5x socat -b 65536 "
+          "and >= 0.75x direct")
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--quick", action="store_true", help="256 MiB, 1 and 4 streams")
+    parser.add_argument("--bytes", type=int, default=None, help="bytes per run")
+    parser.add_argument("--streams", default=None, help="comma-separated stream counts")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per cell (best kept)")
+    parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--source", nargs=3, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.sink:
+        sink(args.sink)
+        return 0
+    if args.source:
+        source(*args.source)
+        return 0
+    total = args.bytes or ((256 if args.quick else 1024) << 20)
+    streams = [int(s) for s in (args.streams or ("1,4" if args.quick else "1,16")).split(",")]
+    run(total, streams, args.repeat or (1 if args.quick else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

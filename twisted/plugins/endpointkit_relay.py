@@ -1,0 +1,14 @@
+"""
+The twistd plugin C{endpointkit-relay}: C{twistd -n endpointkit-relay
+--listen SERVER --connect CLIENT}.  The relay itself loads only when twistd
+runs it.
+"""
+
+from twisted.application.service import ServiceMaker
+
+endpointkitRelay = ServiceMaker(
+    "endpointkit relay",
+    "endpointkit.relay",
+    "Relay connections from any server endpoint to any client endpoint.",
+    "endpointkit-relay",
+)
