@@ -3,9 +3,10 @@ A tiny echo service for the server-endpoint tests and benchmark: it greets
 each connection with a line naming its process, then echoes.
 
 Run it under C{twistd -n -y tests/servers_pidecho.py} or as
-C{python tests/servers_pidecho.py}; C{EKIT_LISTEN} is the server description
-(parsed with endpointkit), C{EKIT_READY} a file written once it listens, and
-C{EKIT_GREET=no} turns the greeting off (a plain echo).
+C{python tests/servers_pidecho.py [DESCRIPTION [READYFILE]]}; the server
+description (parsed with endpointkit) is the first argument or
+C{EKIT_LISTEN}, C{EKIT_READY} (or the second argument) a file written once
+it listens, and C{EKIT_GREET=no} turns the greeting off (a plain echo).
 """
 
 from __future__ import annotations
@@ -47,13 +48,14 @@ class Listening(Service):
 
         Service.startService(self)
         PidEcho.greet = os.environ.get("EKIT_GREET", "yes") != "no"
-        endpoint = endpointkit.serverFromString(reactor, os.environ["EKIT_LISTEN"])
+        description = sys.argv[1] if len(sys.argv) > 1 else os.environ["EKIT_LISTEN"]
+        endpoint = endpointkit.serverFromString(reactor, description)
         d = endpoint.listen(protocol.Factory.forProtocol(PidEcho))
         d.addCallbacks(self._ready, self._failed)
 
     def _ready(self, port: Any) -> None:
         self.port = port
-        ready = os.environ.get("EKIT_READY")
+        ready = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("EKIT_READY")
         if ready:
             with open(ready + ".tmp", "w") as f:
                 f.write(f"{os.getpid()}\n")

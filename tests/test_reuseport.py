@@ -67,7 +67,7 @@ class ParseTests(TestCase):
         endpoint = serverFromString(memory, "reuseport:8080")
         self.assertIsInstance(endpoint, ReusePortServerEndpoint)
         endpoint.listen(protocol.Factory())
-        binding, factory, backlog, interface = memory.tcpServers[0]
+        binding, _, backlog, interface = memory.tcpServers[0]
         self.assertEqual((binding._port, binding._address, binding._reusePort,
                           binding._reuseAddress, backlog, interface),
                          (8080, "", True, True, 50, ""))
