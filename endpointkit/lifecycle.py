@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import weakref
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from twisted.internet.protocol import ClientFactory
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -125,8 +127,9 @@ def _holderHint(port: object) -> str:
     return f"find the holder with: ss -ltnp 'sport = :{port}'"
 
 
-def _isUnixPath(port: object, interface: object) -> bool:
-    return interface is None and isinstance(port, (bytes, str)) and not str(port).isdigit()
+def _looksLikePath(port: object) -> bool:
+    text = _text(port)
+    return "/" in text and re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", text) is None
 
 
 def _explainUnix(description: str, path: str, cause: object) -> ListenError:
@@ -139,12 +142,8 @@ def _explainUnix(description: str, path: str, cause: object) -> ListenError:
         return ListenError(description, f"lock file {path}.lock is held by {who}",
                            "another server uses this socket; stop it first", **extra)
     if code == errno.ENOENT:
-        missing = directory
-        while missing not in ("", "/") and not os.path.exists(os.path.dirname(missing) or "."):
-            missing = os.path.dirname(missing)
         return ListenError(description, f"directory {directory} does not exist",
-                           f"create {missing} first" if missing != directory
-                           else "create it first", **extra)
+                           f"create it first: mkdir -p {directory}", **extra)
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         what = "read-only" if code == errno.EROFS else f"not writable by uid {os.getuid()}"
         return ListenError(description,
@@ -210,6 +209,17 @@ def _explainInet(description: str, interface: str, port: object, cause: object) 
     return ListenError(description, f"cannot listen on {where}: {reason.lower()}", None, **extra)
 
 
+def _explainOther(description: str, address: str, cause: object) -> ListenError:
+    code = cause.errno if isinstance(cause, OSError) else None
+    extra: dict[str, Any] = {"port": address, "socketError": cause, "errno": code}
+    if code == errno.EADDRINUSE:
+        return ListenError(description, f"address already in use: {address} is taken",
+                           None, **extra)
+    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+    return ListenError(description, f"cannot listen on {address}: {reason.lower()}", None,
+                       **extra)
+
+
 def _causes(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
@@ -227,25 +237,31 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         todo += [current.__cause__, current.__context__]
 
 
-def explainListenFailure(exc: BaseException, description: str) -> ListenError | None:
+def explainListenFailure(exc: BaseException, description: str,
+                         unixPath: str | None = None) -> ListenError | None:
     """
     The L{ListenError} that explains C{exc}, a failure to listen on
-    C{description}; L{None} if C{exc} is not a failure to listen.
+    C{description} (a UNIX socket at C{unixPath}, if given); L{None} if
+    C{exc} is not a failure to listen.
     """
     for cause in _causes(exc):
         if isinstance(cause, ListenError):
             return cause
         if isinstance(cause, CannotListenError):
-            if _isUnixPath(cause.port, cause.interface):
-                return _explainUnix(description, _text(cause.port), cause.socketError)
+            if cause.interface is None and not isinstance(cause.port, int):
+                if unixPath is not None or _looksLikePath(cause.port):
+                    return _explainUnix(description, _text(cause.port), cause.socketError)
+                return _explainOther(description, _text(cause.port), cause.socketError)
             return _explainInet(description, _text(cause.interface), cause.port,
                                 cause.socketError)
     for cause in _causes(exc):
         if isinstance(cause, OSError):
-            reason = cause.strerror or str(cause)
-            where = f" {_text(cause.filename)}:" if cause.filename else ""
-            return ListenError(description, f"cannot listen:{where} {reason.lower()}",
-                               socketError=cause, errno=cause.errno)
+            if unixPath is not None:
+                return _explainUnix(description, unixPath, cause)
+            reason = (cause.strerror or str(cause)).lower()
+            problem = (f"cannot use {_text(cause.filename)}: {reason}" if cause.filename
+                       else f"cannot listen: {reason}")
+            return ListenError(description, problem, socketError=cause, errno=cause.errno)
     return None
 
 
@@ -292,11 +308,14 @@ def _describeEndpoint(endpoint: object) -> str:
     return repr(endpoint)
 
 
-def _unixLockPath(endpoint: object) -> str | None:
+def _unixPath(endpoint: object) -> tuple[str, bool] | None:
+    """
+    The path of a UNIX server endpoint, and whether it takes a lock file.
+    """
     from twisted.internet import endpoints
 
-    if isinstance(endpoint, endpoints.UNIXServerEndpoint) and endpoint._wantPID:
-        return _text(endpoint._address) + ".lock"
+    if isinstance(endpoint, endpoints.UNIXServerEndpoint):
+        return _text(endpoint._address), bool(endpoint._wantPID)
     return None
 
 
@@ -320,10 +339,33 @@ class TrackingFactory(WrappingFactory):
     """
 
     protocol = TrackingProtocol
+    noisy = False
 
     def __init__(self, wrappedFactory: IProtocolFactory) -> None:
         WrappingFactory.__init__(self, wrappedFactory)  # type: ignore[no-untyped-call, arg-type]
         self._observers: list[Callable[[TrackingProtocol], None]] = []
+        self._heldStops = 0
+
+    def doStart(self) -> None:
+        if self._heldStops:
+            # Listening again before the last drain ended: the wrapped
+            # factory never stopped.
+            self._heldStops -= 1
+            ClientFactory.doStart(self)  # type: ignore[no-untyped-call]
+            return
+        WrappingFactory.doStart(self)  # type: ignore[no-untyped-call]
+
+    def doStop(self) -> None:
+        """
+        When the last port closes while connections are still open, the
+        wrapped factory is stopped only once they are all gone: it is still
+        serving them.
+        """
+        if self.numPorts == 1 and self.protocols:
+            self._heldStops += 1
+            ClientFactory.doStop(self)  # type: ignore[no-untyped-call]
+            return
+        WrappingFactory.doStop(self)  # type: ignore[no-untyped-call]
 
     def __repr__(self) -> str:
         return f"<TrackingFactory of {self.wrappedFactory!r}: {len(self.protocols)} live>"
@@ -341,6 +383,10 @@ class TrackingFactory(WrappingFactory):
         del self.protocols[p]
         for observer in list(self._observers):
             observer(p)
+        if not self.protocols and self._heldStops:
+            held, self._heldStops = self._heldStops, 0
+            for _ in range(held):
+                self.wrappedFactory.doStop()
 
     def observeLost(self, observer: Callable[[TrackingProtocol], None]) -> Callable[[], None]:
         """
@@ -423,10 +469,11 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
         endpoint = endpointOrDescription
         description = _describeEndpoint(endpoint)
     tracker = factory if isinstance(factory, TrackingFactory) else TrackingFactory(factory)
-    lockPath = _unixLockPath(endpoint)
-    if lockPath is None and parsed is not None and parsed.prefix == "unix" and parsed.values.get(
-            "lockfile"):
-        lockPath = str(parsed.values["address"]) + ".lock"
+    unix = _unixPath(endpoint)
+    if unix is None and parsed is not None and parsed.prefix == "unix":
+        unix = str(parsed.values["address"]), bool(parsed.values.get("lockfile"))
+    unixPath = unix[0] if unix is not None else None
+    lockPath = unix[0] + ".lock" if unix is not None and unix[1] else None
     lockedBefore = lockPath is not None and _lockHolder(lockPath) == str(os.getpid())
     portsBefore = tracker.numPorts
 
@@ -443,7 +490,7 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
                 pass
         error = failure.value
         assert error is not None
-        explained = explainListenFailure(error, description)
+        explained = explainListenFailure(error, description, unixPath)
         if explained is None:
             return failure
         return Failure(_chained(explained, error))  # type: ignore[no-untyped-call]
@@ -749,7 +796,7 @@ class EndpointService(Service):
 
         def failed(failure: Failure) -> None:
             self._listening = None
-            if failure.check(defer.CancelledError):
+            if isinstance(failure.value, defer.CancelledError):
                 self._settle(failure)
                 return
             message = (str(failure.value) if isinstance(failure.value, ListenError)
