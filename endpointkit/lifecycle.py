@@ -34,8 +34,8 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
-from twisted.logger import Logger
 from twisted.internet.protocol import ClientFactory
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -329,7 +329,7 @@ class TrackingProtocol(ProtocolWrapper):
     """
 
 
-class TrackingFactory(WrappingFactory):
+class TrackingFactory(WrappingFactory[TrackingProtocol]):
     """
     Wraps a server factory and keeps track of the connections it builds,
     so that L{gracefulStop} can wait for them and close the ones that stay
@@ -351,9 +351,9 @@ class TrackingFactory(WrappingFactory):
             # Listening again before the last drain ended: the wrapped
             # factory never stopped.
             self._heldStops -= 1
-            ClientFactory.doStart(self)  # type: ignore[no-untyped-call]
+            ClientFactory.doStart(self)  # type: ignore[no-untyped-call, arg-type]
             return
-        WrappingFactory.doStart(self)  # type: ignore[no-untyped-call]
+        WrappingFactory.doStart(self)  # type: ignore[no-untyped-call, arg-type]
 
     def doStop(self) -> None:
         """
@@ -363,9 +363,9 @@ class TrackingFactory(WrappingFactory):
         """
         if self.numPorts == 1 and self.protocols:
             self._heldStops += 1
-            ClientFactory.doStop(self)  # type: ignore[no-untyped-call]
+            ClientFactory.doStop(self)  # type: ignore[no-untyped-call, arg-type]
             return
-        WrappingFactory.doStop(self)  # type: ignore[no-untyped-call]
+        WrappingFactory.doStop(self)  # type: ignore[no-untyped-call, arg-type]
 
     def __repr__(self) -> str:
         return f"<TrackingFactory of {self.wrappedFactory!r}: {len(self.protocols)} live>"
