@@ -193,7 +193,10 @@ class MultiServerEndpoint:
         pending: list[defer.Deferred[Any]] = [
             defer.maybeDeferred(endpoint.listen, protocolFactory) for endpoint in self.endpoints]
 
+        cancelled: list[bool] = []
+
         def cancel(d: defer.Deferred[Any]) -> None:
+            cancelled.append(True)
             for member in pending:
                 member.cancel()
 
@@ -205,7 +208,7 @@ class MultiServerEndpoint:
         def gathered(results: list[tuple[bool, Any]]) -> None:
             failed = [(i, value) for i, (ok, value) in enumerate(results) if not ok]
             ports = [value for ok, value in results if ok]
-            if result.called:
+            if cancelled or result.called:
                 # Cancelled: nothing may stay listening.
                 _stopAll(ports).addErrback(stopFailed)
                 return
@@ -216,7 +219,8 @@ class MultiServerEndpoint:
             error = MultiListenError(index, self.descriptions[index], failure, len(failed) - 1)
 
             def report(ignored: object) -> None:
-                result.errback(error)
+                if not result.called:
+                    result.errback(error)
 
             _stopAll(ports).addErrback(stopFailed).addCallback(report)
 
