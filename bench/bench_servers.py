@@ -1,0 +1,204 @@
+"""
+Benchmark of the server endpoints.
+
+1. Connections accepted per second by an echo service: one process on
+   C{tcp:} versus two processes sharing the port with C{reuseport:}.
+2. The per-connection cost of C{limit:} versus bare C{tcp:}: end to end
+   (the same echo service behind C{limit:}), and in-process (building,
+   connecting and losing one wrapped protocol, no sockets).
+
+The load comes from a separate process on loopback: C{--concurrency}
+asyncio clients that each connect, send five bytes, read the echo and close
+with a reset (so that no TIME_WAIT piles up), for C{--seconds} each round.
+Configurations alternate over C{--rounds} rounds; the table shows the best
+round of each.
+
+    /tmp/venv/bin/python bench/bench_servers.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PIDECHO = os.path.join(ROOT, "tests", "servers_pidecho.py")
+MESSAGE = b"ping\n"
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _client(port: int, end: float, counts: list[int]) -> None:
+    linger = struct.pack("ii", 1, 0)
+    while time.monotonic() < end:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            writer.write(MESSAGE)
+            await asyncio.wait_for(reader.readexactly(len(MESSAGE)), 10)
+            writer.close()
+            counts[0] += 1
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+            counts[1] += 1
+            await asyncio.sleep(0.01)
+
+
+def loadMain(port: int, seconds: float, concurrency: int) -> None:
+    """
+    The load process: print completed and failed connections as JSON.
+    """
+    counts = [0, 0]
+
+    async def run() -> float:
+        start = time.monotonic()
+        end = start + seconds
+        await asyncio.gather(*(_client(port, end, counts) for _ in range(concurrency)))
+        return time.monotonic() - start
+
+    elapsed = asyncio.run(run())
+    sys.stdout.write(json.dumps({"done": counts[0], "failed": counts[1],
+                                 "elapsed": elapsed}) + "\n")
+
+
+def startServers(description: str, count: int, workdir: str) -> list[subprocess.Popen[bytes]]:
+    env = dict(os.environ, EKIT_GREET="no", PYTHONPATH=ROOT)
+    processes = []
+    readies = []
+    for i in range(count):
+        ready = os.path.join(workdir, f"ready-{time.monotonic_ns()}-{i}")
+        readies.append(ready)
+        processes.append(subprocess.Popen(
+            [sys.executable, PIDECHO, description, ready], env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL))
+    deadline = time.monotonic() + 30
+    for process, ready in zip(processes, readies):
+        while not os.path.exists(ready):
+            if process.poll() is not None or time.monotonic() > deadline:
+                stopServers(processes)
+                raise SystemExit(f"server for {description} did not start")
+            time.sleep(0.05)
+    return processes
+
+
+def stopServers(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def measure(description: str, processes: int, port: int, seconds: float,
+            concurrency: int, workdir: str) -> float:
+    servers = startServers(description, processes, workdir)
+    try:
+        output = subprocess.run(
+            [sys.executable, __file__, "--load", str(port), str(seconds), str(concurrency)],
+            capture_output=True, check=True, timeout=seconds + 60).stdout
+    finally:
+        stopServers(servers)
+    result: dict[str, Any] = json.loads(output)
+    if result["failed"]:
+        sys.stderr.write(f"  {description}: {result['failed']} failed connections\n")
+    rate: float = result["done"] / result["elapsed"]
+    return rate
+
+
+def inProcessCost(count: int) -> tuple[float, float]:
+    """
+    Microseconds per connection for building, connecting and losing a bare
+    protocol and the same behind LimitingFactory (caps and idle timeout).
+    """
+    from twisted.internet import protocol
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+
+    from endpointkit.limit import LimitingFactory
+
+    bare = protocol.Factory.forProtocol(protocol.Protocol)
+    limited = LimitingFactory(bare, maxConnections=count + 1, perPeer=count + 1, idle=60,
+                              clock=Clock())
+    reason = Failure(Exception("done"))
+
+    def run(factory: Any) -> float:
+        start = time.perf_counter()
+        for i in range(count):
+            address = IPv4Address("TCP", "127.0.0.1", 1024 + i % 60000)
+            p = factory.buildProtocol(address)
+            p.makeConnection(StringTransport(peerAddress=address))
+            p.dataReceived(b"x")
+            p.connectionLost(reason)
+        return (time.perf_counter() - start) / count * 1e6
+
+    run(bare)
+    run(limited)
+    return min(run(bare) for _ in range(3)), min(run(limited) for _ in range(3))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--load", nargs=3, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.load:
+        loadMain(int(options.load[0]), float(options.load[1]), int(options.load[2]))
+        return
+    seconds = options.seconds or (2.0 if options.quick else 8.0)
+    rounds = options.rounds or (1 if options.quick else 3)
+    cores = os.cpu_count()
+    print(f"cores: {cores}; {rounds} round(s) of {seconds:g} s per configuration; "
+          f"{options.concurrency} concurrent clients in one load process")
+    best: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for _ in range(rounds):
+            for name, count, make in (
+                ("tcp: 1 process", 1, lambda p: f"tcp:{p}:interface=127.0.0.1:backlog=1024"),
+                ("reuseport: 2 processes", 2,
+                 lambda p: f"reuseport:{p}:interface=127.0.0.1:backlog=1024"),
+                ("limit: around tcp: 1 process", 1,
+                 lambda p: "limit:max=100000:perPeer=100000:idle=60:endpoint="
+                 f"tcp\\:{p}\\:interface=127.0.0.1\\:backlog=1024"),
+            ):
+                port = freePort()
+                rate = measure(make(port), count, port, seconds, options.concurrency, workdir)
+                best[name] = max(best.get(name, 0.0), rate)
+    base = best["tcp: 1 process"]
+    print(f"\n{'configuration':32} {'conn/s':>10} {'ratio':>7}")
+    for name, rate in best.items():
+        print(f"{name:32} {rate:10.0f} {rate / base:7.2f}")
+    bareCost, limitCost = inProcessCost(20000 if options.quick else 100000)
+    endToEnd = (1 / best["limit: around tcp: 1 process"] - 1 / base) * 1e6
+    print(f"\nlimit: cost per connection, end to end: {endToEnd:+.1f} us "
+          f"({1e6 / base:.1f} us per connection on bare tcp:)")
+    print(f"limit: in process (build, connect, one read, lose): bare {bareCost:.1f} us, "
+          f"limit {limitCost:.1f} us, ratio {limitCost / bareCost:.2f}, "
+          f"+{limitCost - bareCost:.1f} us")
+
+
+if __name__ == "__main__":
+    main()
