@@ -25,6 +25,7 @@ from endpointkit._description import (
     EndpointType,
     Host,
     Int,
+    Invalid,
     Kind,
     Mode,
     Nested,
@@ -38,6 +39,7 @@ from endpointkit._description import (
     parseDescription,
 )
 from endpointkit._lookup import ourTypes
+from endpointkit.proxy import Headers
 
 
 def declaredTypes() -> list[EndpointType]:
@@ -91,6 +93,12 @@ class FuzzTests(SynchronousTestCase):
     def test_twistedParseOfOurTypesOnlyRaisesDescriptionError(self, description: str) -> None:
         reactor = MemoryReactorClock()
         prefix = description.split(":")[0].lower()
+        try:
+            endpoints._parse(description)  # type: ignore[attr-defined]
+        except Exception:
+            # Twisted's own tokenizer fails on this text (a trailing
+            # backslash, a non-ASCII keyword) before any plugin sees it.
+            return
         for side, parse in (("client", endpoints.clientFromString),
                             ("server", endpoints.serverFromString)):
             if prefix not in ourTypes(side):  # type: ignore[arg-type]
@@ -140,10 +148,26 @@ def valuesFor(kind: Kind) -> st.SearchStrategy[Any] | None:
     if isinstance(kind, Choice):
         return st.sampled_from(kind.choices)
     if isinstance(kind, Host):
-        return st.sampled_from(HOSTS + ([""] if kind.allowEmpty else []))
+        return st.sampled_from([h for h in HOSTS + [""] if _accepts(kind, h)])
+    if isinstance(kind, Headers):
+        name = st.from_regex(r"X-[A-Za-z0-9-]{1,10}", fullmatch=True)
+        value = st.text(st.characters(whitelist_categories=("L", "N", "P", "Zs"),
+                                      blacklist_characters="|"), max_size=15).map(str.strip)
+        return st.lists(st.tuples(name, value), min_size=1, max_size=3).map(tuple)
     if isinstance(kind, Path | String):
         return TEXT if getattr(kind, "nonEmpty", True) else st.text(max_size=20)
     return None
+
+
+NATIVE = (Port, Int, Seconds, Bool, Choice, Host, Path, String, Nested)
+
+
+def _accepts(kind: Kind, text: str) -> bool:
+    try:
+        kind.convert(text)
+    except Invalid:
+        return False
+    return True
 
 
 @st.composite
@@ -185,12 +209,13 @@ class RoundTripTests(SynchronousTestCase):
                 etype.validate(full, frozenset(values))
             except DescriptionError:
                 assume(False)
-        # A mode is an octal number in a description: the builder takes it as
-        # the octal string a user would write.
-        values = {name: f"{value:o}" if isinstance(etype.byName[name].kind, Mode) else value
+        # The builder takes Python's own values (numbers, booleans, strings,
+        # parsed descriptions); a value of any other kind (a mode, headers)
+        # is given as the text a user would write.
+        expected = dict(values)
+        values = {name: value if isinstance(etype.byName[name].kind, NATIVE)
+                  else etype.byName[name].kind.format(value)
                   for name, value in values.items()}
-        expected = {name: int(value, 8) if isinstance(etype.byName[name].kind, Mode) else value
-                    for name, value in values.items()}
         variadic = [a for a in etype.args if a.variadic]
         positional = list(values.pop(variadic[0].name)) if variadic else []
         if etype.args and isinstance(etype.args[0].kind, Rest):
