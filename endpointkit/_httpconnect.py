@@ -136,7 +136,7 @@ class HTTPConnectHandshake:
                     self._done = True
                     return [TunnelReady(bytes(trailing))]
                 self._failed = True
-                if event.status_code == 407:
+                if event.status_code in (401, 407):
                     raise HTTPProxyAuthenticationRequired(self.protocol, event.status_code,
                                                           statusLine)
                 raise HTTPProxyRefused(self.protocol, event.status_code, statusLine)

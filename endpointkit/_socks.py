@@ -168,7 +168,8 @@ class HTTPProxyRefused(ProxyRefused):
 
 class HTTPProxyAuthenticationRequired(HTTPProxyRefused):
     """
-    An HTTP proxy answered CONNECT with 407: no or wrong credentials.
+    An HTTP proxy answered CONNECT with 407 (or 401, as tinyproxy does):
+    no or wrong credentials.
     """
 
 
