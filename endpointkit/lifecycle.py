@@ -18,7 +18,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import signal
 import socket
+import types
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -749,7 +751,10 @@ class EndpointService(Service):
     failure to listen there raises the L{ListenError} (after logging it), so
     twistd reports it and exits.  C{stopService} stops accepting and waits
     up to C{drainTimeout} seconds for live connections; SIGTERM to twistd
-    therefore drains.
+    therefore drains.  Twisted's twistd then ends the process by the
+    signal itself; with C{exitCleanly} (the default) a completed drain
+    after SIGTERM makes it exit with status 0 instead, the status of an
+    orderly shutdown.
 
     @ivar port: the L{TrackedPort} while listening, else L{None}.
     @ivar lastDrain: the L{DrainResult} of the last stop, if any.
@@ -757,7 +762,7 @@ class EndpointService(Service):
 
     def __init__(self, description: str | IStreamServerEndpoint, factory: IProtocolFactory,
                  drainTimeout: float = DEFAULT_DRAIN_TIMEOUT, reactor: Any = None,
-                 grace: float = DEFAULT_ABORT_GRACE) -> None:
+                 grace: float = DEFAULT_ABORT_GRACE, exitCleanly: bool = True) -> None:
         if isinstance(description, str):
             parseDescription(description, "server")
         if drainTimeout < 0:
@@ -766,6 +771,7 @@ class EndpointService(Service):
         self.factory = factory
         self.drainTimeout = drainTimeout
         self.grace = grace
+        self.exitCleanly = exitCleanly
         self._reactor = reactor
         self.port: TrackedPort | None = None
         self.lastDrain: DrainResult | None = None
@@ -801,7 +807,7 @@ class EndpointService(Service):
                 return
             message = (str(failure.value) if isinstance(failure.value, ListenError)
                        else f"listen {self.description}: {failure.getErrorMessage()}")
-            _log.error("endpointkit: {message}", message=message)
+            _log.error("endpointkit: {error}", error=message)
             if inside:
                 raiseNow.append(failure)
             self._settle(failure)
@@ -853,6 +859,12 @@ class EndpointService(Service):
                 "finished, {closed} closed at the {timeout} s deadline",
                 description=port.description, finished=result.finished,
                 closed=result.closed, timeout=self.drainTimeout)
+            running = self._reactor if self._reactor is not None else _defaultReactor()
+            if self.exitCleanly and getattr(running, "_exitSignal", None) == signal.SIGTERM:
+                # The reactor's record of the signal that stopped it
+                # (_ISupportsExitSignalCapturing), which twistd turns into
+                # dying by that signal.
+                running._exitSignal = None
 
         return gracefulStop(port, self.drainTimeout, self._reactor, self.grace).addCallback(
             drained)
@@ -901,7 +913,8 @@ def clientDescriptionFor(port: IListeningPort | Any, hostname: str | None = None
     (then IP address, then common name) of the port's certificate; the
     description connects to the port's own address and verifies that name,
     trusting the certificates in C{trustRoots} (a PEM file or directory) or,
-    without it, the platform's.
+    without it, the platform's.  C{trustRoots} is a directory of PEM
+    files, as Twisted's C{tls:} client reads it.
 
     @raise CannotDescribePort: for a port with several addresses (use
         L{clientDescriptionsFor}) or one no client description reaches.
@@ -960,7 +973,10 @@ def _certificateName(tlsFactory: Any, port: object) -> str:
     from cryptography import x509
 
     try:
-        connection = tlsFactory._creatorCallable(None)
+        # A connection made for a stand-in protocol (never used on the
+        # wire) holds the certificate the port serves.
+        standIn = types.SimpleNamespace(factory=tlsFactory)
+        connection = tlsFactory._creatorCallable(standIn)
         certificate: x509.Certificate = connection.get_certificate().to_cryptography()
     except Exception:
         raise CannotDescribePort(
