@@ -39,7 +39,7 @@ def _buildWithTwisted(reactor: Any, parsed: Parsed) -> Any:
     parse = (endpoints.serverFromString if parsed.side == "server"
              else endpoints.clientFromString)
     try:
-        return parse(reactor, parsed.description())
+        return parse(reactor, parsed.description())  # type: ignore[no-untyped-call]
     except DescriptionError:
         raise
     except (OSError, ValueError, TypeError, KeyError, IndexError,

@@ -597,13 +597,13 @@ def parseArguments(
         if not rest:
             _fail(etype, None, "needs the description it wraps after it, "
                   f"like {etype.prefix}:tcp:8080")
-        arg = etype.args[0]
+        first = etype.args[0]
         return Parsed(etype.side, etype.prefix, etype,
-                      {arg.name: _convert(etype, arg, rest)}, (arg.name,))
+                      {first.name: _convert(etype, first, rest)}, (first.name,))
     raw: dict[str, Any] = {}
     for key, value in kwargs:
-        arg = etype.byName.get(key)
-        if arg is None:
+        found = etype.byName.get(key)
+        if found is None:
             names = list(etype.byName)
             guess = _didYouMean(key, names)
             hint = (
@@ -612,7 +612,7 @@ def parseArguments(
                 else ("it takes " + ", ".join(names) if names else "it takes no arguments")
             )
             _fail(etype, None, f"unknown argument {key!r}; {hint}")
-        if arg.variadic:
+        if found.variadic:
             _fail(etype, key, "is given by position, not as a keyword")
         if key in raw:
             _fail(etype, key, "is given twice")

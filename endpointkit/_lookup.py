@@ -92,7 +92,8 @@ def scanPlugins(side: Side) -> list[tuple[Any, str]]:
 
     interface = _interface(side)
     found = []
-    for module, dropin in getCache(twisted.plugins).items():
+    dropins = getCache(twisted.plugins)  # type: ignore[no-untyped-call]
+    for module, dropin in dropins.items():
         for cached in dropin.plugins:
             try:
                 adapted = interface(cached, None)
