@@ -56,8 +56,13 @@ _Wrapping: Any = WrappingFactory
 
 REJECT_GRACE = 5.0
 """
-Seconds a refused connection may take to flush its message before it is
-aborted.
+Default seconds a refused connection may take to flush its message before
+it is aborted.
+"""
+
+LOG_INTERVAL = 60.0
+"""
+Refusals are logged at most once in this many seconds, with their count.
 """
 
 
@@ -122,22 +127,24 @@ class _Refused(Protocol):
     the peer does not take it within L{REJECT_GRACE} seconds.
     """
 
-    def __init__(self, message: bytes | None, clock: IReactorTime) -> None:
+    def __init__(self, message: bytes | None, clock: IReactorTime, grace: float) -> None:
         self.message = message
         self.clock: Any = clock
+        self.grace = grace
         self._abort: Any = None
+        self._lost = False
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
         if self.message:
             transport.write(self.message)
         transport.loseConnection()
-        if transport.connected:
-            abort = getattr(transport, "abortConnection", None)
-            if abort is not None:
-                self._abort = self.clock.callLater(REJECT_GRACE, abort)
+        abort = getattr(transport, "abortConnection", None)
+        if not self._lost and abort is not None:
+            self._abort = self.clock.callLater(self.grace, abort)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost = True
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
         self._abort = None
@@ -199,7 +206,8 @@ class LimitingFactory(WrappingFactory[_Limited]):
     def __init__(self, wrappedFactory: IProtocolFactory, maxConnections: int | None = None,
                  perPeer: int | None = None, idle: float | None = None,
                  message: str | None = None, pause: bool = False,
-                 clock: IReactorTime | None = None) -> None:
+                 clock: IReactorTime | None = None,
+                 refuseGrace: float = REJECT_GRACE) -> None:
         _Wrapping.__init__(self, wrappedFactory)
         if clock is None:
             from twisted.internet import reactor as clock
@@ -215,8 +223,10 @@ class LimitingFactory(WrappingFactory[_Limited]):
         self.timedOut = 0
         self.perPeerCounts: dict[str, int] = {}
         self.paused = False
+        self.refuseGrace = refuseGrace
         self.port: Any = None
-        self._saturated = False
+        self._unlogged = 0
+        self._loggedAt: float | None = None
 
     def counts(self) -> LimitCounts:
         """
@@ -252,10 +262,14 @@ class LimitingFactory(WrappingFactory[_Limited]):
 
     def _refuse(self, what: str) -> Protocol:
         self.rejected += 1
-        if not self._saturated:
-            self._saturated = True
-            _log.info("limit: refusing connections at {what}", what=what)
-        return _Refused(self.message, self.clock)
+        self._unlogged += 1
+        now: float = self.clock.seconds()
+        if self._loggedAt is None or now - self._loggedAt >= LOG_INTERVAL:
+            _log.info("limit: refused {count} connection(s), the latest over {what}",
+                      count=self._unlogged, what=what)
+            self._loggedAt = now
+            self._unlogged = 0
+        return _Refused(self.message, self.clock, self.refuseGrace)
 
     def release(self, wrapper: _Limited) -> None:
         """
@@ -269,7 +283,6 @@ class LimitingFactory(WrappingFactory[_Limited]):
                 self.perPeerCounts[key] = left
             else:
                 self.perPeerCounts.pop(key, None)
-        self._saturated = False
         if self.paused and (self.maxConnections is None or self.open < self.maxConnections):
             self._setPaused(False)
 

@@ -10,13 +10,15 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.endpoints import serverFromString as twistedServerFromString
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from endpointkit._description import DescriptionError, buildDescription
 from endpointkit._parse import serverFromString
-from endpointkit.limit import LimitPort, LimitServerEndpoint, peerKey
+from endpointkit.limit import LimitingFactory, LimitPort, LimitServerEndpoint, peerKey
 from endpointkit.multi import MultiPort
 from tests.servers_helpers import Collect, bounded, connect, waitUntil
 
@@ -73,6 +75,47 @@ class ParseTests(TestCase):
         self.assertEqual(peerKey(IPv6Address("TCP", "::1", 5)), "::1")
         self.assertIsNone(peerKey(UNIXAddress(b"/tmp/x")))
         self.assertIsNone(peerKey(None))
+
+
+class FactoryTests(TestCase):
+    """
+    The factory on its own, with a fake transport and a Clock.
+    """
+
+    def test_refusedPeerThatDoesNotRead(self) -> None:
+        """
+        A refused connection gets the message and a close; if it is still
+        open after the grace period, it is aborted, and nothing stays
+        scheduled.
+        """
+        clock = Clock()
+        factory = LimitingFactory(ECHO, maxConnections=1, message="full", clock=clock,
+                                  refuseGrace=3)
+        address = IPv4Address("TCP", "127.0.0.1", 1)
+        accepted = factory.buildProtocol(address)
+        accepted.makeConnection(StringTransport(peerAddress=address))
+        refused = factory.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        refused.makeConnection(transport)
+        self.assertEqual((transport.value(), transport.disconnecting), (b"full\r\n", True))
+        self.assertEqual((factory.open, factory.rejected), (1, 1))
+        clock.advance(2.9)
+        self.assertFalse(transport.disconnected)
+        clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+        refused.connectionLost(Failure(ConnectionDone()))
+        accepted.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((factory.open, factory.perPeerCounts, clock.getDelayedCalls()),
+                         (0, {}, []))
+
+    def test_unixPeersCountOnlyInTotal(self) -> None:
+        """
+        Peers without a host are not held to perPeer.
+        """
+        factory = LimitingFactory(ECHO, perPeer=1, clock=Clock())
+        for _ in range(3):
+            factory.buildProtocol(UNIXAddress(b"")).makeConnection(StringTransport())
+        self.assertEqual((factory.open, factory.rejected, factory.perPeerCounts), (3, 0, {}))
 
 
 class LoopbackTests(TestCase):
