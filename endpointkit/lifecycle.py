@@ -36,7 +36,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
-from twisted.internet.protocol import ClientFactory
+from twisted.internet.protocol import ClientFactory, Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -59,6 +59,12 @@ __all__ = [
 ]
 
 _log = Logger()
+
+ServerFactory = IProtocolFactory | Factory[Any]
+"""
+A protocol factory: anything that provides L{IProtocolFactory}, spelled so
+that type checkers without the zope.interface plugin accept a L{Factory}.
+"""
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
 DEFAULT_ABORT_GRACE = 2.0
@@ -343,7 +349,7 @@ class TrackingFactory(WrappingFactory[TrackingProtocol]):
     protocol = TrackingProtocol
     noisy = False
 
-    def __init__(self, wrappedFactory: IProtocolFactory) -> None:
+    def __init__(self, wrappedFactory: ServerFactory) -> None:
         WrappingFactory.__init__(self, wrappedFactory)  # type: ignore[no-untyped-call, arg-type]
         self._observers: list[Callable[[TrackingProtocol], None]] = []
         self._heldStops = 0
@@ -437,7 +443,7 @@ class TrackedPort:
 
 
 def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
-           factory: IProtocolFactory, reactor: Any = None) -> defer.Deferred[TrackedPort]:
+           factory: ServerFactory, reactor: Any = None) -> defer.Deferred[TrackedPort]:
     """
     Listen on an endpoint or a server description, with C{factory} wrapped
     in a L{TrackingFactory} (unless it is one already).
@@ -760,7 +766,7 @@ class EndpointService(Service):
     @ivar lastDrain: the L{DrainResult} of the last stop, if any.
     """
 
-    def __init__(self, description: str | IStreamServerEndpoint, factory: IProtocolFactory,
+    def __init__(self, description: str | IStreamServerEndpoint, factory: ServerFactory,
                  drainTimeout: float = DEFAULT_DRAIN_TIMEOUT, reactor: Any = None,
                  grace: float = DEFAULT_ABORT_GRACE, exitCleanly: bool = True) -> None:
         if isinstance(description, str):
