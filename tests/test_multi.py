@@ -197,6 +197,37 @@ class ListenTests(TestCase):
             self.assertTrue(error.reason.check(CannotListenError))
 
 
+class NestingTests(TestCase):
+    """
+    multi: holds the other endpointkit server types.
+    """
+
+    @defer.inlineCallbacks
+    def test_reuseportAndAdoptUnderLimit(self) -> Any:
+        """
+        limit: around multi: of reuseport: and adopt:, through Twisted's
+        parser: both members serve, and stopping closes both.
+        """
+        inherited = socket.socket()
+        inherited.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        inherited.bind(("127.0.0.1", 0))
+        inherited.listen(8)
+        adopted = inherited.getsockname()[1]
+        inner = buildDescription("multi", buildDescription("reuseport", 0, interface="127.0.0.1"),
+                                 buildDescription("adopt", inherited.detach()))
+        port = yield twistedServerFromString(
+            reactor, buildDescription("limit", max=10, endpoint=inner)).listen(
+                protocol.Factory.forProtocol(Echo))
+        shared, second = port.wrappedPort.getHosts()
+        self.assertEqual(second.port, adopted)
+        for number in (shared.port, adopted):
+            client = yield bounded(reactor, connect(reactor, number, data=b"n", closeAfter=b"n"))
+            self.assertEqual((yield bounded(reactor, client.done)), b"n")
+        yield port.stopListening()
+        self.assertTrue(_portIsFree(shared.port))
+        self.assertTrue(_portIsFree(adopted))
+
+
 class FakeMemberTests(TestCase):
     """
     Ordering, with members whose results the test controls.
