@@ -275,22 +275,26 @@ def explainListenFailure(exc: BaseException, description: str,
 
 def _explainSystemd(description: str, error: Exception) -> ListenError:
     """
-    Why a C{systemd:} description has no socket to adopt.
+    Why a C{systemd:} description has no socket to adopt, from what
+    Twisted read of C{LISTEN_FDS} and C{LISTEN_FDNAMES} (it removes them
+    from the environment).
     """
-    fds = os.environ.get("LISTEN_FDS")
-    pid = os.environ.get("LISTEN_PID")
-    names = os.environ.get("LISTEN_FDNAMES")
-    if fds is None:
-        problem = "no sockets were passed by systemd (LISTEN_FDS is not set)"
-        hint = "run it from a socket unit, or under systemd-socket-activate"
-    elif pid is not None and pid != str(os.getpid()):
-        problem = f"the passed sockets are for process {pid}, not this one ({os.getpid()})"
-        hint = "LISTEN_PID must name this process; do not start it through a wrapper that forks"
-    else:
-        shown = f" named {names.replace(':', ', ')}" if names else ""
-        problem = f"no such passed socket among the {fds} systemd passed{shown}"
-        hint = "check index= or name= against FileDescriptorName= in the socket unit"
-    return ListenError(description, problem, hint, socketError=str(error))
+    try:
+        from twisted.internet.endpoints import _SystemdParser
+
+        passed = _SystemdParser._sddaemon
+        count = len(passed.inheritedDescriptors())
+        names = list(passed.inheritedNamedDescriptors())
+    except Exception:
+        count, names = 0, []
+    if not count:
+        return ListenError(description, "systemd passed no sockets to this process",
+                           "run it from a socket unit, or under systemd-socket-activate",
+                           socketError=str(error))
+    named = f", named {', '.join(names)}" if names else ""
+    return ListenError(description, f"no such passed socket: systemd passed {count}{named}",
+                       "check index= or name= against FileDescriptorName= in the socket unit",
+                       socketError=str(error))
 
 
 def _shownDescription(text: str, parsed: Parsed | None) -> str:

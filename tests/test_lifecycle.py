@@ -43,7 +43,7 @@ from endpointkit.lifecycle import (
     listen,
     stopListening,
 )
-from tests._support import PYTHON, freePort
+from tests._support import PYTHON, freePort, requirePeer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -402,9 +402,8 @@ class ListenErrorTests(_Base):
         error = yield self.listenError("systemd:domain=INET:index=0")
         self.assertEqual(
             str(error),
-            "listen systemd:domain=INET:index=0: no sockets were passed by systemd "
-            "(LISTEN_FDS is not set) (run it from a socket unit, or under "
-            "systemd-socket-activate)")
+            "listen systemd:domain=INET:index=0: systemd passed no sockets to this process "
+            "(run it from a socket unit, or under systemd-socket-activate)")
 
     @defer.inlineCallbacks
     def test_badDescription(self) -> Inline:
@@ -568,6 +567,42 @@ class StopListeningTests(_Base):
                          b"ping through the description\n")
         yield stopListening(port)
         self.assertRaises(CannotDescribePort, clientDescriptionFor, port)
+
+
+class SystemdTests(_Base):
+    """
+    C{systemd:} through the lifecycle, under the real systemd-socket-activate.
+    """
+
+    def test_adoptedSocket(self) -> None:
+        activate = requirePeer("systemd-socket-activate", "systemd")
+        number = freePort()
+        process = subprocess.Popen(
+            [activate, "-l", f"127.0.0.1:{number}", "--fdname=web", PYTHON,
+             os.path.join(HERE, "lifecycle_systemd.py")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+
+        def stop() -> None:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=10)
+
+        self.addCleanup(stop)
+        _waitFor(lambda: _accepts("127.0.0.1", number, probe=False), WAIT)
+        with socket.create_connection(("127.0.0.1", number), timeout=WAIT) as client:
+            client.sendall(b"through systemd\n")
+            echoed = client.makefile("rb").read()
+        self.assertEqual(echoed, b"through systemd\n")
+        out, err = process.communicate(timeout=WAIT)
+        self.assertEqual(process.returncode, 0, err.decode()[-3000:])
+        report = json.loads(out.decode().splitlines()[0])
+        self.assertEqual(report["description"], f"tcp:127.0.0.1:{number}")
+        self.assertEqual(
+            report["missing"],
+            "ListenError: listen systemd:domain=INET:index=7: no such passed socket: "
+            "systemd passed 1, named web (check index= or name= against "
+            "FileDescriptorName= in the socket unit)")
 
 
 class _HastyWrapper:
@@ -914,11 +949,22 @@ def _waitFor(condition: Callable[[], bool], seconds: float) -> None:
         time.sleep(0.05)
 
 
-def _accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
+def _accepts(host: str, port: int, probe: bool = True) -> bool:
+    """
+    Whether something listens on C{host:port}: by connecting (C{probe}), or
+    by finding the port bound (so that nothing connects).
+    """
+    if probe:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return True
+        except OSError:
+            return False
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
             return True
-    except OSError:
         return False
 
 
