@@ -231,7 +231,11 @@ class _HandshakeProtocol(Protocol):
             attempt.fail(Failure())  # type: ignore[no-untyped-call]
             return
         self.user = user
-        user.makeConnection(TunnelTransport(self.transport, peer))
+        try:
+            user.makeConnection(TunnelTransport(self.transport, peer))
+        except BaseException:
+            attempt.fail(Failure())  # type: ignore[no-untyped-call]
+            return
         attempt.succeed(user)
         if ready.trailing:
             user.dataReceived(ready.trailing)

@@ -470,6 +470,19 @@ class LayerTests(SynchronousTestCase):
         proxy.protocol.connectionLost(Failure(ConnectionDone()))
         self.assertIsInstance(self.successResultOf(user.lost), ConnectionDone)
 
+    def test_connectionMadeRaises(self) -> None:
+        class Broken(Protocol):
+            def connectionMade(self) -> None:
+                raise ZeroDivisionError()
+
+        clock, proxy = Clock(), ConnectsTo()
+        d = SOCKS5ClientEndpoint(clock, "h", 1, proxy).connect(Factory.forProtocol(Broken))
+        proxy.protocol.dataReceived(b"\x05\x00")
+        proxy.protocol.dataReceived(SOCKS5_OK)
+        self.failureResultOf(d, ZeroDivisionError)
+        self.assertTrue(proxy.transport.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_buildProtocolNone(self) -> None:
         clock, proxy = Clock(), ConnectsTo()
         factory = Factory()
@@ -838,6 +851,28 @@ class ScriptedProxyTests(TestCase):
         self.assertEqual(bytes(client.received), b"ping")
 
     @defer.inlineCallbacks
+    def test_proxyOverUnixAndTimeout(self) -> Any:
+        """
+        The proxy is reached through any client description: a UNIX socket
+        (as Tor's SOCKS port can be), or a deadline around TCP.
+        """
+        path = self.mktemp()
+        seen: list[bytes] = []
+        steps = [(3, b"\x05\x00"), (SOCKS5_REQUEST_IPV4, SOCKS5_OK)]
+        port = yield twistedServerFromString(reactor, f"unix:{escaped(path)}").listen(
+            Factory.forProtocol(lambda: Scripted(steps, "echo", seen)))
+        self.addCleanup(port.stopListening)
+        for proxy in (buildDescription("unix", path),
+                      buildDescription("timeout", 5, endpoint=buildDescription("unix", path))):
+            client = Collect(4)
+            yield bounded(connectProtocol(clientFromString(reactor, buildDescription(
+                "socks5", "127.0.0.1", 80, endpoint=proxy)), client))
+            client.transport.write(b"ping")  # type: ignore[union-attr]
+            self.assertEqual((yield bounded(client.enough)), b"ping")
+            client.transport.loseConnection()  # type: ignore[union-attr]
+            yield bounded(client.lost)
+
+    @defer.inlineCallbacks
     def test_resolveLocally(self) -> Any:
         """
         With resolve=local the proxy is sent an address, never the name.
@@ -853,6 +888,24 @@ class ScriptedProxyTests(TestCase):
         self.assertEqual(seen[0], b"\x05\x01\x00")
         self.assertIn(seen[1][3], (1, 4))
         self.assertNotIn(b"localhost", b"".join(seen))
+
+    @defer.inlineCallbacks
+    def test_resolveLocallySOCKS4(self) -> Any:
+        """
+        socks4a: with resolve=local sends plain SOCKS4 with an IPv4 address.
+        """
+        listening, seen = scripted(Servers(self), [(9, b"\x00\x5a" + b"\0" * 6)], "echo")
+        port = yield listening
+        client = Collect(2)
+        yield bounded(connectProtocol(clientFromString(reactor, buildDescription(
+            "socks4a", "localhost", 80, endpoint=f"tcp:127.0.0.1:{port}", resolve="local")),
+            client))
+        [request] = seen
+        self.assertEqual((request[:5], request[8:]), (b"\x04\x01\x00\x50\x7f", b"\x00"))
+        self.assertEqual(client.transport.getPeer(),  # type: ignore[union-attr]
+                         HostnameAddress(b"localhost", 80))
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        yield bounded(client.lost)
 
     @defer.inlineCallbacks
     def test_cancelDuringHandshake(self) -> Any:
