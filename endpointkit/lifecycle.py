@@ -60,7 +60,7 @@ __all__ = [
 
 _log = Logger()
 
-ServerFactory = IProtocolFactory | Factory[Any]
+ProtocolFactory = IProtocolFactory | Factory[Any]
 """
 A protocol factory: anything that provides L{IProtocolFactory}, spelled so
 that type checkers without the zope.interface plugin accept a L{Factory}.
@@ -146,9 +146,16 @@ def _explainUnix(description: str, path: str, cause: object) -> ListenError:
     extra: dict[str, Any] = {"port": path, "socketError": cause, "errno": code}
     if isinstance(cause, str) and "lock" in cause.lower():
         holder = _lockHolder(path + ".lock")
-        who = f"running process {holder}" if holder else "a running process"
-        return ListenError(description, f"lock file {path}.lock is held by {who}",
-                           "another server uses this socket; stop it first", **extra)
+        if holder is None:
+            return ListenError(description, f"lock file {path}.lock is held by a running process",
+                               "another server uses this socket; stop it first", **extra)
+        name = _processName(holder)
+        return ListenError(
+            description,
+            f"lock file {path}.lock is held by running process {holder}"
+            + (f" ({name})" if name else ""),
+            f"another server uses this socket; stop it first, or if process {holder} "
+            f"is not that server, remove the stale {path}.lock", **extra)
     if code == errno.ENOENT:
         return ListenError(description, f"directory {directory} does not exist",
                            f"create it first: mkdir -p {directory}", **extra)
@@ -176,6 +183,14 @@ def _lockHolder(lockPath: str) -> str | None:
     try:
         return os.readlink(lockPath)
     except OSError:
+        return None
+
+
+def _processName(pid: str) -> str | None:
+    try:
+        with open(f"/proc/{int(pid)}/comm") as f:
+            return f.read().strip() or None
+    except (OSError, ValueError):
         return None
 
 
@@ -267,7 +282,8 @@ def explainListenFailure(exc: BaseException, description: str,
             if unixPath is not None:
                 return _explainUnix(description, unixPath, cause)
             reason = (cause.strerror or str(cause)).lower()
-            problem = (f"cannot use {_text(cause.filename)}: {reason}" if cause.filename
+            filename = cause.filename2 or cause.filename
+            problem = (f"cannot use {_text(filename)}: {reason}" if filename
                        else f"cannot listen: {reason}")
             return ListenError(description, problem, socketError=cause, errno=cause.errno)
     return None
@@ -353,7 +369,7 @@ class TrackingFactory(WrappingFactory[TrackingProtocol]):
     protocol = TrackingProtocol
     noisy = False
 
-    def __init__(self, wrappedFactory: ServerFactory) -> None:
+    def __init__(self, wrappedFactory: ProtocolFactory) -> None:
         WrappingFactory.__init__(self, wrappedFactory)  # type: ignore[no-untyped-call, arg-type]
         self._observers: list[Callable[[TrackingProtocol], None]] = []
         self._heldStops = 0
@@ -447,7 +463,7 @@ class TrackedPort:
 
 
 def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
-           factory: ServerFactory, reactor: Any = None) -> defer.Deferred[TrackedPort]:
+           factory: ProtocolFactory, reactor: Any = None) -> defer.Deferred[TrackedPort]:
     """
     Listen on an endpoint or a server description, with C{factory} wrapped
     in a L{TrackingFactory} (unless it is one already).
@@ -523,7 +539,45 @@ def _chained(error: ListenError, cause: BaseException) -> ListenError:
 
 # Stopping.
 
-_stops: weakref.WeakKeyDictionary[Any, defer.Deferred[None]] = weakref.WeakKeyDictionary()
+class _Outcome:
+    """
+    The outcome of one stop, handed to everyone who asks for it (a
+    Deferred's result goes to one callback chain only).
+    """
+
+    _pending = object()
+
+    def __init__(self, d: defer.Deferred[Any]) -> None:
+        self.result: object = self._pending
+        self.waiters: list[defer.Deferred[None]] = []
+        d.addBoth(self._fired)
+
+    @property
+    def called(self) -> bool:
+        return self.result is not self._pending
+
+    def _fired(self, result: object) -> None:
+        self.result = result
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            self._deliver(waiter)
+
+    def _deliver(self, waiter: defer.Deferred[None]) -> None:
+        if isinstance(self.result, Failure):
+            waiter.errback(self.result)
+        else:
+            waiter.callback(None)
+
+    def follow(self) -> defer.Deferred[None]:
+        waiter: defer.Deferred[None] = defer.Deferred()
+        if self.called:
+            self._deliver(waiter)
+        else:
+            self.waiters.append(waiter)
+        return waiter
+
+
+_stops: weakref.WeakKeyDictionary[Any, _Outcome] = weakref.WeakKeyDictionary()
 
 
 def _follow(d: defer.Deferred[Any]) -> defer.Deferred[None]:
@@ -573,23 +627,24 @@ def stopListening(port: IListeningPort | Any) -> defer.Deferred[None]:
     again at once (a UNIX socket's file is removed and its lock released by
     then).  Calling it again while stopping, or after, is harmless.
     """
-    pending = _stops.get(port)
-    if pending is not None and pending.called and _restarted(port):
+    outcome = _stops.get(port)
+    if outcome is not None and outcome.called and _restarted(port):
         _forget(port)
-        pending = None
-    if pending is None:
+        outcome = None
+    if outcome is None:
         if isinstance(port, TrackedPort):
-            pending = stopListening(port.wrappedPort)
+            stopping = stopListening(port.wrappedPort)
         else:
-            pending = _stopOne(port)
+            stopping = _stopOne(port)
             members = _members(port)
             if members:
-                pending.addCallback(lambda _: _stopAll(members))
+                stopping.addCallback(lambda _: _stopAll(members))
+        outcome = _Outcome(stopping)
         try:
-            _stops[port] = pending
+            _stops[port] = outcome
         except TypeError:
             pass
-    return _follow(pending)
+    return outcome.follow()
 
 
 def _restarted(port: Any) -> bool:
@@ -770,7 +825,7 @@ class EndpointService(Service):
     @ivar lastDrain: the L{DrainResult} of the last stop, if any.
     """
 
-    def __init__(self, description: str | IStreamServerEndpoint, factory: ServerFactory,
+    def __init__(self, description: str | IStreamServerEndpoint, factory: ProtocolFactory,
                  drainTimeout: float = DEFAULT_DRAIN_TIMEOUT, reactor: Any = None,
                  grace: float = DEFAULT_ABORT_GRACE, exitCleanly: bool = True) -> None:
         if isinstance(description, str):

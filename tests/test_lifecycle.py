@@ -382,10 +382,13 @@ class ListenErrorTests(_Base):
         path = os.path.join(self.tempDir(), "app.sock")
         yield self.listenFor(f"unix:{path}")
         error = yield self.listenError(f"unix:{path}")
+        with open(f"/proc/{os.getpid()}/comm") as f:
+            name = f.read().strip()
         self.assertEqual(
             str(error),
             f"listen unix:{path}: lock file {path}.lock is held by running process "
-            f"{os.getpid()} (another server uses this socket; stop it first)")
+            f"{os.getpid()} ({name}) (another server uses this socket; stop it first, or "
+            f"if process {os.getpid()} is not that server, remove the stale {path}.lock)")
 
     @defer.inlineCallbacks
     def test_missingCertificate(self) -> Inline:
@@ -532,6 +535,17 @@ class StopListeningTests(_Base):
         yield third
         self.assertEqual(port.factory.numPorts, 0)
 
+    def test_failureToEveryCaller(self) -> None:
+        """
+        A stop that fails fails for every caller, and only once calls the
+        port.
+        """
+        broken = _BrokenPort()
+        first, second = stopListening(broken), stopListening(broken)
+        for d in (first, second, stopListening(broken)):
+            self.assertEqual(str(self.failureResultOf(d, OSError).value), "cannot close")
+        self.assertEqual(broken.stops, 1)
+
     @defer.inlineCallbacks
     def test_seesThroughWrapper(self) -> Inline:
         """
@@ -618,6 +632,15 @@ class _HastyWrapper:
         self.stops += 1
         self.wrappedPort.stopListening()
         return defer.succeed(None)
+
+
+class _BrokenPort:
+    def __init__(self) -> None:
+        self.stops = 0
+
+    def stopListening(self) -> defer.Deferred[None]:
+        self.stops += 1
+        return defer.fail(OSError("cannot close"))
 
 
 class _HastyMulti:
