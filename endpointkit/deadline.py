@@ -18,7 +18,7 @@ IPv4 and IPv6), which no built-in description gives.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint
@@ -34,7 +34,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides, implementer, providedBy
+from zope.interface import classImplements, implementer, providedBy
 
 from endpointkit._description import (
     Arg,
@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 _log = Logger()
+_T = TypeVar("_T")
 
 
 def _formatSeconds(seconds: float) -> str:
@@ -162,19 +163,18 @@ class _Discarded:
 class _GuardedProtocol:
     """
     The caller's protocol behind the deadline: L{makeConnection} reaches it
-    only while the deadline has not passed, so a connection that completes
-    late is closed before its protocol sees C{connectionMade}.  It offers the
-    interfaces of the protocol it guards (half-close, TLS handshake, ...), and
-    the transport is handed to that protocol directly.
+    only while its attempt is live, so a connection that completes late is
+    closed before its protocol sees C{connectionMade}.  It offers the
+    interfaces of the protocol it guards (half-close, TLS handshake, ...),
+    and the transport is handed to that protocol directly.
     """
 
     transport: Any = None
     connected = False
 
-    def __init__(self, guard: _GuardFactory, wrappedProtocol: Any) -> None:
-        self.guard = guard
+    def __init__(self, attempt: _Attempt, wrappedProtocol: Any) -> None:
+        self.attempt = attempt
         self.wrappedProtocol = wrappedProtocol
-        directlyProvides(self, providedBy(wrappedProtocol))
 
     def __repr__(self) -> str:
         return f"<guarded {self.wrappedProtocol!r}>"
@@ -184,14 +184,23 @@ class _GuardedProtocol:
             raise AttributeError(name)
         return getattr(self.wrappedProtocol, name)
 
+    def logPrefix(self) -> str:
+        logPrefix = getattr(self.wrappedProtocol, "logPrefix", None)
+        if logPrefix is None:
+            return type(self.wrappedProtocol).__name__
+        prefix: str = logPrefix()
+        return prefix
+
     def makeConnection(self, transport: ITransport) -> None:
         self.transport = transport
-        if self.guard.closed:
-            self.guard.discarded(transport)
+        attempt = self.attempt
+        if attempt.closed:
+            attempt.discarded()
             _abort(transport)
             return
         self.connected = True
-        self.guard.made.append(self)
+        if not attempt.finished:
+            attempt.made.append(self)
         self.wrappedProtocol.makeConnection(transport)
 
     def connectionMade(self) -> None:
@@ -205,8 +214,9 @@ class _GuardedProtocol:
         self.transport = None
         if self.connected:
             self.connected = False
-            if self in self.guard.made:
-                self.guard.made.remove(self)
+            made = self.attempt.made
+            if self in made:
+                made.remove(self)
             self.wrappedProtocol.connectionLost(reason)
 
     def readConnectionLost(self) -> None:
@@ -230,33 +240,76 @@ class _GuardedProtocol:
             _abort(self.transport)
 
 
+_offerings: dict[tuple[type, Any], Any] = {}
+
+
+def _offering(base: type[_T], wrapped: object) -> type[_T]:
+    """
+    A subclass of C{base} that provides what C{wrapped} provides.  Classes
+    are made once per kind of wrapped object: declaring interfaces on every
+    instance would cost more than the rest of an attempt.
+    """
+    spec = providedBy(wrapped)
+    try:
+        found: type[_T] = _offerings[base, spec]
+        return found
+    except KeyError:
+        cache = True
+    except TypeError:
+        cache = False
+    offering = type(base.__name__, (base,), {"__module__": base.__module__})
+    _declare(offering, spec)
+    if cache:
+        _offerings[base, spec] = offering
+    return offering
+
+
+# The interfaces offered are only known at run time.
+_declare: Any = classImplements
+
+
 @implementer(IProtocolFactory)
-class _GuardFactory:
+class _Attempt:
     """
-    The factory an attempt hands to the inner endpoint.  Until the attempt
-    ends it builds the caller's protocols, guarded; once the deadline has
-    passed (or the attempt was cancelled or failed) it closes every
-    connection it made and every connection that still arrives.
+    One connection attempt with a deadline, and the factory it hands to the
+    inner endpoint.
 
-    It offers the interfaces and attributes of the caller's factory, so that
-    a TLS wrapper still finds, say, its ALPN protocols.
+    While the attempt is live it builds the caller's protocols, guarded.
+    Once it ends without a connection (deadline, cancellation, failure) it
+    is I{closed}: it closes every connection it made that the endpoint had
+    not delivered, and every connection that still arrives.  It offers the
+    interfaces and attributes of the caller's factory, so that a TLS wrapper
+    still finds, say, its ALPN protocols.
+
+    @ivar finished: the result has fired (or is firing).
+    @ivar closed: no connection is wanted any more.
+    @ivar made: guarded protocols connected but not yet delivered.
     """
 
+    timer: Any = None
+    pending: Deferred[Any] | None = None
+    finished = False
     closed = False
 
-    def __init__(self, factory: Any, attempt: _Attempt) -> None:
+    def __init__(self, endpoint: Any, factory: Any, seconds: float, clock: Any,
+                 name: str | None) -> None:
+        self.endpoint = endpoint
         self.factory = factory
-        self.attempt: _Attempt | None = attempt
+        self.seconds = seconds
+        self.clock = clock
+        self.name = name
         self.made: list[_GuardedProtocol] = []
-        directlyProvides(self, providedBy(factory))
+        self.result: Deferred[IProtocol] = Deferred(self._cancel)
 
     def __repr__(self) -> str:
-        return f"<deadline around {self.factory!r}>"
+        return f"<deadline of {_formatSeconds(self.seconds)} s around {self.factory!r}>"
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "factory":
             raise AttributeError(name)
         return getattr(self.factory, name)
+
+    # The factory.
 
     def buildProtocol(self, addr: IAddress) -> Any:
         if self.closed:
@@ -264,7 +317,7 @@ class _GuardFactory:
         protocol = self.factory.buildProtocol(addr)
         if protocol is None:
             return None
-        return _GuardedProtocol(self, protocol)
+        return _offering(_GuardedProtocol, protocol)(self, protocol)
 
     def doStart(self) -> None:
         self.factory.doStart()
@@ -272,60 +325,33 @@ class _GuardFactory:
     def doStop(self) -> None:
         self.factory.doStop()
 
-    def settle(self) -> None:
-        """
-        The attempt delivered its protocol: from now on the guard only
-        passes events through.
-        """
-        self.made = []
-        self.attempt = None
+    def discarded(self) -> None:
+        _log.info("closed a connection to {endpoint} that completed after its attempt ended",
+                  endpoint=self.describe())
 
-    def close(self) -> None:
-        """
-        The attempt is over without a connection: close what was made and
-        what comes later.
-        """
-        self.closed = True
-        made, self.made = self.made, []
-        for protocol in made:
-            protocol.abort()
+    def describe(self) -> str:
+        return describeEndpoint(self.endpoint) if self.name is None else self.name
 
-    def discarded(self, transport: ITransport) -> None:
-        attempt = self.attempt
-        _log.info(
-            "closed a connection to {endpoint} that completed after its attempt ended",
-            endpoint=attempt.name if attempt is not None else "?")
-
-
-class _Attempt:
-    """
-    One connection attempt with a deadline.
-    """
-
-    timer: Any = None
-    pending: Deferred[Any] | None = None
-    finished = False
-
-    def __init__(self, endpoint: Any, factory: Any, seconds: float, clock: Any,
-                 name: str) -> None:
-        self.endpoint = endpoint
-        self.seconds = seconds
-        self.clock = clock
-        self.name = name
-        self.guard = _GuardFactory(factory, self)
-        self.result: Deferred[IProtocol] = Deferred(self._cancel)
+    # The attempt.
 
     def start(self) -> Deferred[IProtocol]:
         self.timer = self.clock.callLater(self.seconds, self._expire)
-        pending: Deferred[Any] = maybeDeferred(self.endpoint.connect, self.guard)
+        try:
+            pending = self.endpoint.connect(self)
+        except BaseException:
+            self._failed(Failure())  # type: ignore[no-untyped-call]
+            return self.result
+        if not isinstance(pending, Deferred):
+            pending = maybeDeferred(lambda: pending)
         if not pending.called:
             self.pending = pending
         pending.addCallbacks(self._connected, self._failed)
         return self.result
 
     def _stopTimer(self) -> None:
-        timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
             timer.cancel()
 
     def _connected(self, protocol: Any) -> None:
@@ -340,7 +366,7 @@ class _Attempt:
             return
         self.finished = True
         self._stopTimer()
-        self.guard.settle()
+        self.made = []
         if isinstance(protocol, _GuardedProtocol):
             protocol = protocol.wrappedProtocol
         self.result.callback(protocol)
@@ -349,15 +375,15 @@ class _Attempt:
         self.pending = None
         if self.finished:
             return
-        self.finished = True
-        self._stopTimer()
-        self.guard.close()
+        self._close()
         self.result.errback(failure)
 
-    def _end(self) -> None:
-        self.finished = True
+    def _close(self) -> None:
+        self.finished = self.closed = True
         self._stopTimer()
-        self.guard.close()
+        made, self.made = self.made, []
+        for protocol in made:
+            protocol.abort()
         pending, self.pending = self.pending, None
         if pending is not None:
             pending.cancel()
@@ -366,16 +392,16 @@ class _Attempt:
         self.timer = None
         if self.finished:
             return
-        self._end()
-        self.result.errback(ConnectTimeout(self.endpoint, self.seconds, self.name))
+        self._close()
+        self.result.errback(ConnectTimeout(self.endpoint, self.seconds, self.describe()))
 
     def _cancel(self, result: Deferred[IProtocol]) -> None:
         if not self.finished:
-            self._end()
+            self._close()
 
 
 def _connect(endpoint: Any, protocolOrFactory: Any, seconds: float, clock: Any,
-             name: str) -> Deferred[IProtocol]:
+             name: str | None) -> Deferred[IProtocol]:
     factory: Any
     if IProtocolFactory.providedBy(protocolOrFactory):
         factory = protocolOrFactory
@@ -388,7 +414,7 @@ def _connect(endpoint: Any, protocolOrFactory: Any, seconds: float, clock: Any,
         from twisted.internet import reactor
 
         clock = reactor
-    return _Attempt(endpoint, factory, seconds, clock, name).start()
+    return _offering(_Attempt, factory)(endpoint, factory, seconds, clock, name).start()
 
 
 def connectWithTimeout(
@@ -413,8 +439,7 @@ def connectWithTimeout(
     @param clock: the L{IReactorTime} for the deadline; the global reactor
         when not given.
     """
-    return _connect(endpoint, protocolOrFactory, _checkTimeout(timeout), clock,
-                    describeEndpoint(endpoint))
+    return _connect(endpoint, protocolOrFactory, _checkTimeout(timeout), clock, None)
 
 
 @implementer(IStreamClientEndpoint)
@@ -453,9 +478,8 @@ class TimeoutEndpoint:
         return f"<TimeoutEndpoint {_formatSeconds(self.timeout)} s around {self.endpoint!r}>"
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        name = (self.innerDescription if self.innerDescription is not None
-                else describeEndpoint(self.endpoint))
-        return _connect(self.endpoint, protocolFactory, self.timeout, self.clock, name)
+        return _connect(self.endpoint, protocolFactory, self.timeout, self.clock,
+                        self.innerDescription)
 
 
 def _buildTimeout(reactor: Any, parsed: Parsed) -> TimeoutEndpoint:
