@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from endpointkit._description import Arg, EndpointType, Nested, Parsed
+from endpointkit._description import Arg, DescriptionError, EndpointType, Nested, Parsed
 
 __all__ = ["MultiListenError", "MultiPort", "MultiServerEndpoint", "multiType"]
 
@@ -230,8 +230,13 @@ class MultiServerEndpoint:
 
 def _build(reactor: Any, parsed: Parsed) -> MultiServerEndpoint:
     members: tuple[Parsed, ...] = parsed.values["endpoints"]
-    return MultiServerEndpoint([member.build(reactor) for member in members],
-                               [member.description(masked=True) for member in members])
+    endpoints = []
+    for member in members:
+        try:
+            endpoints.append(member.build(reactor))
+        except DescriptionError as e:
+            raise e.nestedIn("multi", "endpoints") from None
+    return MultiServerEndpoint(endpoints, [member.description(masked=True) for member in members])
 
 
 multiType = EndpointType(

@@ -126,6 +126,18 @@ class ParseTests(TestCase):
                 serverFromString(MemoryReactor(), description)
             self.assertTrue(str(caught.exception).startswith(message), str(caught.exception))
 
+    def test_memberBuildError(self) -> None:
+        """
+        A member that fails when built (an adopt: descriptor that is not a
+        socket) is named as part of multi:.
+        """
+        with open(__file__) as f:
+            with self.assertRaises(DescriptionError) as caught:
+                serverFromString(reactor, buildDescription("multi", "tcp:0", f"adopt:{f.fileno()}"))
+        self.assertTrue(str(caught.exception).startswith(
+            "multi: argument 'endpoints': adopt: argument 'fd' must be a listening stream "
+            "socket"), str(caught.exception))
+
 
 class ListenTests(TestCase):
     """
