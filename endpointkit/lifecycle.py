@@ -32,15 +32,19 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IAddress,
+    IFileDescriptorReceiver,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
     IListeningPort,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import ClientFactory, Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from endpointkit._description import DescriptionError, Parsed, buildDescription, parseDescription
 
@@ -350,11 +354,34 @@ def _unixPath(endpoint: object) -> tuple[str, bool] | None:
 # Tracking connections.
 
 
+_RELAYED = (IHalfCloseableProtocol, IHandshakeListener, IFileDescriptorReceiver)
+
+
 class TrackingProtocol(ProtocolWrapper):
     """
     The protocol of a L{TrackingFactory}: passes everything through and
-    tells its factory when the connection is made and lost.
+    tells its factory when the connection is made and lost.  Half-close,
+    TLS handshake and file descriptor events reach the wrapped protocol
+    when it takes them.
     """
+
+    def makeConnection(self, transport: Any) -> None:
+        ProtocolWrapper.makeConnection(self, transport)  # type: ignore[no-untyped-call]
+        relayed = [i for i in _RELAYED if i.providedBy(self.wrappedProtocol)]
+        if relayed:
+            alsoProvides(self, *relayed)
+
+    def readConnectionLost(self) -> None:
+        cast(Any, self.wrappedProtocol).readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        cast(Any, self.wrappedProtocol).writeConnectionLost()
+
+    def handshakeCompleted(self) -> None:
+        cast(Any, self.wrappedProtocol).handshakeCompleted()
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        cast(Any, self.wrappedProtocol).fileDescriptorReceived(descriptor)
 
 
 class TrackingFactory(WrappingFactory[TrackingProtocol]):
@@ -373,6 +400,16 @@ class TrackingFactory(WrappingFactory[TrackingProtocol]):
         WrappingFactory.__init__(self, wrappedFactory)  # type: ignore[no-untyped-call, arg-type]
         self._observers: list[Callable[[TrackingProtocol], None]] = []
         self._heldStops = 0
+        if IProtocolNegotiationFactory.providedBy(wrappedFactory):
+            # TLS offers ALPN protocols only for a factory that names them.
+            alsoProvides(self, IProtocolNegotiationFactory)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The ALPN protocols of the wrapped factory.
+        """
+        protocols: list[bytes] = list(self.wrappedFactory.acceptableProtocols())
+        return protocols
 
     def doStart(self) -> None:
         if self._heldStops:
