@@ -18,6 +18,7 @@ IPv4 and IPv6), which no built-in description gives.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -103,7 +104,7 @@ class ConnectTimeout(TimeoutError):
 
 
 def _checkTimeout(timeout: float) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
         raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
     seconds = float(timeout)
     if not math.isfinite(seconds) or seconds <= 0:

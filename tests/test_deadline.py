@@ -899,9 +899,9 @@ class LoopbackTests(TestCase):
         descriptors = openFileDescriptors()
         delayed = len(reactor.getDelayedCalls())
         timedOut = 0
-        for _ in range(20):
+        for _ in range(40):
             results = yield _bounded(defer.DeferredList(
-                [endpoint.connect(factory) for _ in range(500)], consumeErrors=True))
+                [endpoint.connect(factory) for _ in range(250)], consumeErrors=True))
             timedOut += sum(1 for ok, result in results
                             if not ok and result.check(ConnectTimeout))
         self.assertEqual(timedOut, 10_000)
