@@ -28,7 +28,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
@@ -639,6 +639,26 @@ class ParsingTests(TestCase):
             self.assertIsInstance(endpoint.endpoint, TimeoutEndpoint)
             self.assertIsInstance(endpoint.endpoint.endpoint, HostnameEndpoint)
             self.assertEqual(endpoint.endpoint.timeout, 1)
+
+    def test_secretsMasked(self) -> None:
+        """
+        The description that names the inner endpoint, in the wrapper's
+        C{repr} and in L{ConnectTimeout}, shows secrets as C{***}.
+        """
+        inner = buildDescription("socks5", "example.com", 80, user="u", password="hunter2",
+                                 endpoint=buildDescription("tcp", "127.0.0.1", 1080))
+        clock = MemoryReactorClock()
+        endpoint = endpointkit.clientFromString(clock, buildDescription("timeout", 1,
+                                                                        endpoint=inner))
+        self.assertIn("password=***", endpoint.innerDescription)
+        self.assertNotIn("hunter2", repr(endpoint))
+        self.assertNotIn("hunter2", endpoint.description)
+        endpoint.endpoint = ScriptedEndpoint(Clock())
+        d = endpoint.connect(RecorderFactory())
+        clock.advance(1)
+        error = self.failureResultOf(d, ConnectTimeout).value
+        self.assertIn("password=***", str(error))
+        self.assertNotIn("hunter2", str(error))
 
     def test_badSeconds(self) -> None:
         """
