@@ -25,8 +25,8 @@ from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-import endpointkit
 from endpointkit._description import buildDescription
+from endpointkit._parse import clientFromString
 
 LISTENER = r"""
 import socket, sys
@@ -51,7 +51,8 @@ class CloseAtOnce(Protocol):
         self.lost: defer.Deferred[None] = defer.Deferred()
 
     def connectionMade(self) -> None:
-        self.transport.loseConnection()  # type: ignore[attr-defined]
+        assert self.transport is not None
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost.callback(None)
@@ -82,8 +83,8 @@ def oneRound(endpoint: Any) -> Any:
 def measure(rounds: int, port: int) -> Any:
     bare = buildDescription("tcp", "127.0.0.1", port)
     endpoints = {
-        "tcp:": endpointkit.clientFromString(reactor, bare),
-        "timeout:30:endpoint=tcp:": endpointkit.clientFromString(
+        "tcp:": clientFromString(reactor, bare),
+        "timeout:30:endpoint=tcp:": clientFromString(
             reactor, buildDescription("timeout", 30, endpoint=bare)),
     }
     times: dict[str, list[float]] = {name: [] for name in endpoints}
