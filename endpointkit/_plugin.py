@@ -10,8 +10,6 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from zope.interface import implementer
-
 from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamClientEndpointStringParserWithReactor,
@@ -19,6 +17,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpointStringParser,
 )
 from twisted.plugin import IPlugin
+from zope.interface import implementer
 
 if TYPE_CHECKING:
     from endpointkit._description import EndpointType

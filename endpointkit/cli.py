@@ -102,29 +102,44 @@ def _printTypes(out: TextIO) -> None:
             out.write(f"    {arg['name']}: {arg['kind']} [{', '.join(flags)}]  {arg['help']}\n")
 
 
+def _simpleTable(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+
+    return [rule, line(rows[0]), rule, *map(line, rows[1:]), rule]
+
+
 def readmeTable() -> str:
     """
-    The README's table of endpointkit's types, made from their declarations.
+    The README's tables of endpointkit's types, made from their
+    declarations: one line per type, then each type's arguments.
     """
     from endpointkit._lookup import ourTypes
 
-    rows = [("type", "side", "form", "arguments")]
-    for side in SIDES:
-        for prefix, etype in sorted(ourTypes(side).items()):
-            args = "; ".join(
-                f"``{a.name}`` {_argKind(a)}"
-                + ("" if a.required or _default(a) is None else f" = {_default(a)}")
-                + f": {a.help}"
-                for a in etype.args
-            )
-            rows.append((f"``{prefix}:``", side, f"``{_usage(etype)}``",
-                         f"{etype.help}. {args}" if args else etype.help + "."))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    rule = "  ".join("=" * w for w in widths)
-    lines = [rule, "  ".join(c.ljust(w) for c, w in zip(rows[0], widths)).rstrip(), rule]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows[1:]]
-    lines.append(rule)
+    types = [etype for side in SIDES for _, etype in sorted(ourTypes(side).items())]
+    lines = _simpleTable([("type", "side", "form", "what it is")] + [
+        (f"``{t.prefix}:``", t.side, f"``{_usage(t)}``", t.help) for t in types])
+    for etype in types:
+        title = f"``{etype.prefix}:`` ({etype.side})"
+        lines += ["", title, "~" * len(title), "", f"``{_usage(etype)}``: {etype.help}.", ""]
+        rows = [("argument", "kind", "default", "meaning")]
+        for arg in etype.args:
+            default = "required" if arg.required else _shownDefault(arg)
+            where = " (positional)" if arg.positional or arg.variadic else ""
+            rows.append((f"``{arg.name}``{where}", _argKind(arg), default, arg.help))
+        lines += _simpleTable(rows)
     return "\n".join(lines) + "\n"
+
+
+def _shownDefault(arg: Arg) -> str:
+    if arg.default is None or arg.default == () or arg.default == "":
+        return "none"
+    if arg.kind.name == "bool":
+        return "yes" if arg.default else "no"
+    return formatValue(arg, arg.default, masked=True)
 
 
 def _describe(parsed: Parsed, out: TextIO, indent: str = "") -> None:

@@ -9,14 +9,12 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from endpointkit._builtin import builtinTypes
 from endpointkit._description import (
-    REQUIRED,
     Arg,
     Bool,
     Choice,

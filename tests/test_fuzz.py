@@ -10,7 +10,6 @@ from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
 from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -148,7 +147,7 @@ def valuesFor(kind: Kind) -> st.SearchStrategy[Any] | None:
     if isinstance(kind, Choice):
         return st.sampled_from(kind.choices)
     if isinstance(kind, Host):
-        return st.sampled_from([h for h in HOSTS + [""] if _accepts(kind, h)])
+        return st.sampled_from([h for h in [*HOSTS, ""] if _accepts(kind, h)])
     if isinstance(kind, Headers):
         name = st.from_regex(r"X-[A-Za-z0-9-]{1,10}", fullmatch=True)
         value = st.text(st.characters(whitelist_categories=("L", "N", "P", "Zs"),

@@ -91,7 +91,7 @@ class FreshVenv:
         return result
 
     def remove(self) -> None:
-        for dirpath, dirnames, _ in os.walk(self.root):
+        for dirpath, _dirnames, _ in os.walk(self.root):
             os.chmod(dirpath, 0o755)
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -106,7 +106,7 @@ def readOnlyCommand(path: str, argv: list[str]) -> list[str]:
         return ["unshare", "-m", "sh", "-c",
                 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && shift && exec "$@"',
                 path, "--", *argv]
-    for dirpath, dirnames, filenames in os.walk(path):
+    for dirpath, _dirnames, _filenames in os.walk(path):
         os.chmod(dirpath, 0o555)
     return argv
 
