@@ -186,10 +186,8 @@ class _GuardedProtocol:
         return getattr(self.wrappedProtocol, name)
 
     def logPrefix(self) -> str:
-        logPrefix = getattr(self.wrappedProtocol, "logPrefix", None)
-        if logPrefix is None:
-            return type(self.wrappedProtocol).__name__
-        prefix: str = logPrefix()
+        # Asked only when the guarded protocol offers ILoggingContext.
+        prefix: str = self.wrappedProtocol.logPrefix()
         return prefix
 
     def makeConnection(self, transport: ITransport) -> None:
@@ -241,27 +239,25 @@ class _GuardedProtocol:
             _abort(self.transport)
 
 
-_offerings: dict[tuple[type, Any], Any] = {}
-
-
-def _offering(base: type[_T], wrapped: object) -> type[_T]:
+def _offering(base: type[_T], wrapped: object, cache: dict[Any, Any]) -> type[_T]:
     """
-    A subclass of C{base} that provides what C{wrapped} provides.  Classes
-    are made once per kind of wrapped object: declaring interfaces on every
-    instance would cost more than the rest of an attempt.
+    A subclass of C{base} that provides what C{wrapped} provides, from
+    C{cache} by what C{wrapped} provides.  Classes are made once per kind of
+    wrapped object: declaring interfaces on every instance would cost more
+    than the rest of an attempt.
     """
     spec = providedBy(wrapped)
     try:
-        found: type[_T] = _offerings[base, spec]
+        found: type[_T] = cache[spec]
         return found
     except KeyError:
-        cache = True
+        cacheable = True
     except TypeError:
-        cache = False
+        cacheable = False
     offering = type(base.__name__, (base,), {"__module__": base.__module__})
     _declare(offering, spec)
-    if cache:
-        _offerings[base, spec] = offering
+    if cacheable:
+        cache[spec] = offering
     return offering
 
 
@@ -318,7 +314,11 @@ class _Attempt:
         protocol = self.factory.buildProtocol(addr)
         if protocol is None:
             return None
-        return _offering(_GuardedProtocol, protocol)(self, protocol)
+        try:
+            guarded = _guardedProtocols[providedBy(protocol)]
+        except (KeyError, TypeError):
+            guarded = _offering(_GuardedProtocol, protocol, _guardedProtocols)
+        return guarded(self, protocol)
 
     def doStart(self) -> None:
         self.factory.doStart()
@@ -333,21 +333,7 @@ class _Attempt:
     def describe(self) -> str:
         return describeEndpoint(self.endpoint) if self.name is None else self.name
 
-    # The attempt.
-
-    def start(self) -> Deferred[IProtocol]:
-        self.timer = self.clock.callLater(self.seconds, self._expire)
-        try:
-            pending = self.endpoint.connect(self)
-        except BaseException:
-            self._failed(Failure())  # type: ignore[no-untyped-call]
-            return self.result
-        if not isinstance(pending, Deferred):
-            pending = maybeDeferred(lambda: pending)
-        if not pending.called:
-            self.pending = pending
-        pending.addCallbacks(self._connected, self._failed)
-        return self.result
+    # The attempt (started by _connect).
 
     def _stopTimer(self) -> None:
         timer = self.timer
@@ -366,8 +352,12 @@ class _Attempt:
                     _abort(transport)
             return
         self.finished = True
-        self._stopTimer()
-        self.made = []
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+        if self.made:
+            self.made = []
         if isinstance(protocol, _GuardedProtocol):
             protocol = protocol.wrappedProtocol
         self.result.callback(protocol)
@@ -415,7 +405,27 @@ def _connect(endpoint: Any, protocolOrFactory: Any, seconds: float, clock: Any,
         from twisted.internet import reactor
 
         clock = reactor
-    return _offering(_Attempt, factory)(endpoint, factory, seconds, clock, name).start()
+    try:
+        attemptClass = _attempts[providedBy(factory)]
+    except (KeyError, TypeError):
+        attemptClass = _offering(_Attempt, factory, _attempts)
+    attempt = attemptClass(endpoint, factory, seconds, clock, name)
+    attempt.timer = clock.callLater(seconds, attempt._expire)
+    try:
+        pending = endpoint.connect(attempt)
+    except BaseException:
+        attempt._failed(Failure())  # type: ignore[no-untyped-call]
+        return attempt.result
+    if not isinstance(pending, Deferred):
+        pending = maybeDeferred(lambda: pending)
+    if not pending.called:
+        attempt.pending = pending
+    pending.addCallbacks(attempt._connected, attempt._failed)
+    return attempt.result
+
+
+_attempts: dict[Any, type[_Attempt]] = {}
+_guardedProtocols: dict[Any, type[_GuardedProtocol]] = {}
 
 
 def connectWithTimeout(
