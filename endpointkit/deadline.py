@@ -413,7 +413,7 @@ def _connect(endpoint: Any, protocolOrFactory: Any, seconds: float, clock: Any,
     attempt.timer = clock.callLater(seconds, attempt._expire)
     try:
         pending = endpoint.connect(attempt)
-    except BaseException:
+    except Exception:
         attempt._failed(Failure())  # type: ignore[no-untyped-call]
         return attempt.result
     if not isinstance(pending, Deferred):
