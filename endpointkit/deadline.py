@@ -416,6 +416,9 @@ def _connect(endpoint: Any, protocolOrFactory: Any, seconds: float, clock: Any,
     except Exception:
         attempt._failed(Failure())  # type: ignore[no-untyped-call]
         return attempt.result
+    except BaseException:
+        attempt._close()
+        raise
     if not isinstance(pending, Deferred):
         pending = maybeDeferred(lambda: pending)
     if not pending.called:
