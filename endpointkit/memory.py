@@ -55,7 +55,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
-    ITCPTransport,
+    ITransport,
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -137,6 +137,8 @@ class _Network:
         self._queue: deque[Callable[[], None]] = deque()
         self._call: IDelayedCall | None = None
         self._running = False
+        #: While L{pump} runs: how many more turns it allows.
+        self.turnsLeft: int | None = None
 
     def schedule(self, reactor: Any, task: Callable[[], None]) -> None:
         self._queue.append(task)
@@ -145,6 +147,8 @@ class _Network:
 
     def _run(self, reactor: Any) -> None:
         self._call = None
+        if self.turnsLeft is not None:
+            self.turnsLeft -= 1
         self._running = True
         queue = self._queue
         budget = _BUDGET
@@ -154,8 +158,15 @@ class _Network:
                 queue.popleft()()
         finally:
             self._running = False
-            if queue:
+            if queue and (self.turnsLeft is None or self.turnsLeft > 0):
                 self._call = reactor.callLater(0, self._run, reactor)
+
+    def resume(self, reactor: Any) -> None:
+        """
+        Schedule the pending tasks again after L{pump} stopped at its bound.
+        """
+        if self._queue and self._call is None and not self._running:
+            self._call = reactor.callLater(0, self._run, reactor)
 
 
 _networks: weakref.WeakKeyDictionary[Any, _Network] = weakref.WeakKeyDictionary()
@@ -187,28 +198,41 @@ def openConnections(reactor: Any) -> int:
 
 def pump(reactor: Any, maxTurns: int = 10_000) -> int:
     """
-    Run the calls that are due on a L{twisted.internet.task.Clock}-based
-    reactor (such as L{MemoryReactorClock}) until none is due, without moving
-    its time: every C{memory:} delivery that is pending happens.  At most
-    C{maxTurns} turns, so a pair of protocols that talk forever cannot hang a
-    test; returns the number of turns taken.
+    Run what is due on a L{twisted.internet.task.Clock}-based reactor (such
+    as L{MemoryReactorClock}) without moving its time, until nothing is due:
+    every pending C{memory:} delivery happens, and what it causes.
+
+    A turn delivers up to a few thousand pending events; at most
+    C{maxTurns} turns are taken, so protocols that talk forever cannot hang
+    a test (the rest stays pending for the next call).  Returns the number
+    of turns taken.
     """
-    turns = 0
-    while turns < maxTurns:
-        now = reactor.seconds()
-        if not any(call.getTime() <= now for call in reactor.getDelayedCalls()):
-            break
-        reactor.advance(0)
-        turns += 1
-    return turns
+    network = _networkFor(reactor)
+    network.turnsLeft = maxTurns
+    try:
+        for _ in range(maxTurns):
+            now = reactor.seconds()
+            if not any(call.getTime() <= now for call in reactor.getDelayedCalls()):
+                break
+            reactor.advance(0)
+            if network.turnsLeft <= 0:
+                break
+        return maxTurns - network.turnsLeft
+    finally:
+        network.turnsLeft = None
+        network.resume(reactor)
 
 
-@implementer(ITCPTransport, IConsumer, IPushProducer)
+@implementer(ITransport, IConsumer, IPushProducer)
 class MemoryTransport:
     """
     One end of a C{memory:} connection.  What is written is kept in this
     end's outgoing buffer until the pump moves it into the peer's incoming
     buffer, from which it is delivered while the peer reads.
+
+    Besides L{ITransport} it has the rest of TCP's transport methods
+    (C{loseWriteConnection}, C{abortConnection}, the socket options), but it
+    does not declare L{ITCPTransport}, whose addresses are IP addresses.
     """
 
     disconnecting = False
@@ -273,6 +297,9 @@ class MemoryTransport:
         self._queued = False
         if self.disconnected or self._aborting:
             return
+        self._deliver()
+        if self.disconnected or self._aborting:
+            return
         peer = self._peer
         if self._outbound:
             if peer is not None and not peer.disconnected:
@@ -281,9 +308,6 @@ class MemoryTransport:
                 peer._schedule()
             self._outbound = []
             self._outboundSize = 0
-        self._deliver()
-        if self.disconnected:
-            return
         producer = self.producer
         if producer is not None and (not self.streamingProducer or self._producerPaused):
             if self._backlog() <= LOW_WATER:
@@ -462,7 +486,7 @@ class MemoryTransport:
     def getHost(self) -> MemoryAddress:
         return self._host
 
-    # ITCPTransport's socket options: accepted and remembered, no effect.
+    # TCP's socket options: accepted and remembered, no effect.
 
     def getTcpNoDelay(self) -> bool:
         return self._noDelay
@@ -628,7 +652,7 @@ class MemoryServerEndpoint:
     def __repr__(self) -> str:
         return f"<MemoryServerEndpoint {_description(self.name)}>"
 
-    def listen(self, protocolFactory: IProtocolFactory) -> defer.Deferred[MemoryPort]:
+    def listen(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
         port = MemoryPort(self._reactor, self.name, protocolFactory)
         try:
             port.startListening()
