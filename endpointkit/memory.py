@@ -170,13 +170,27 @@ class _Network:
 
 
 _networks: weakref.WeakKeyDictionary[Any, _Network] = weakref.WeakKeyDictionary()
+_ATTRIBUTE = "_endpointkitMemoryNetwork"
 
 
 def _networkFor(reactor: Any) -> _Network:
-    network = _networks.get(reactor)
+    network = _existing(reactor)
     if network is None:
-        network = _networks[reactor] = _Network()
+        network = _Network()
+        try:
+            _networks[reactor] = network
+        except TypeError:
+            # A reactor that cannot be weakly referenced keeps its own.
+            setattr(reactor, _ATTRIBUTE, network)
     return network
+
+
+def _existing(reactor: Any) -> _Network | None:
+    try:
+        found = _networks.get(reactor)
+    except TypeError:
+        found = None
+    return found if found is not None else getattr(reactor, _ATTRIBUTE, None)
 
 
 def listeningNames(reactor: Any) -> list[str]:
@@ -184,7 +198,7 @@ def listeningNames(reactor: Any) -> list[str]:
     The names that something listens on with C{reactor}, sorted: a test can
     check that it left none behind.
     """
-    network = _networks.get(reactor)
+    network = _existing(reactor)
     return sorted(network.ports) if network is not None else []
 
 
@@ -192,7 +206,7 @@ def openConnections(reactor: Any) -> int:
     """
     How many C{memory:} transports on C{reactor} are not yet disconnected.
     """
-    network = _networks.get(reactor)
+    network = _existing(reactor)
     return len(network.connections) if network is not None else 0
 
 
@@ -207,6 +221,10 @@ def pump(reactor: Any, maxTurns: int = 10_000) -> int:
     a test (the rest stays pending for the next call).  Returns the number
     of turns taken.
     """
+    if not callable(getattr(reactor, "advance", None)):
+        raise TypeError(
+            f"pump needs a Clock-based reactor such as MemoryReactorClock, got {reactor!r}; "
+            "on a real reactor, memory: delivery is already live")
     network = _networkFor(reactor)
     network.turnsLeft = maxTurns
     try:
@@ -593,7 +611,9 @@ class MemoryPort:
         self.name = name
         self.factory: Any = factory
         self.listening = False
+        self.accepting = True
         self._connections = 0
+        self._waiting: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         state = "listening" if self.listening else "not listening"
@@ -619,15 +639,40 @@ class MemoryPort:
 
     def stopListening(self) -> defer.Deferred[None]:
         """
-        Free the name; the returned Deferred has fired by then.
+        Free the name; the returned Deferred has fired by then.  Connection
+        attempts still waiting to be accepted are refused.
         """
         if self.listening:
             network = _networkFor(self.reactor)
             if network.ports.get(self.name) is self:
                 del network.ports[self.name]
             self.listening = False
+            self._release()
             self.factory.doStop()
         return defer.succeed(None)
+
+    def stopReading(self) -> None:
+        """
+        Stop accepting: new connection attempts wait, as in a listen queue,
+        until L{startReading} (C{limit:pause=yes} uses this).
+        """
+        self.accepting = False
+
+    def startReading(self) -> None:
+        """
+        Accept again, starting with the attempts that waited.
+        """
+        self.accepting = True
+        self._release()
+
+    def _wait(self, attempt: Callable[[], None]) -> None:
+        self._waiting.append(attempt)
+
+    def _release(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        network = _networkFor(self.reactor)
+        for attempt in waiting:
+            network.schedule(self.reactor, attempt)
 
     def getHost(self) -> MemoryAddress:
         return MemoryAddress(self.name, 0)
@@ -699,6 +744,9 @@ class MemoryClientEndpoint:
             if attempt.cancelled:
                 return
             port = network.ports.get(self.name)
+            if port is not None and not port.accepting:
+                port._wait(attemptConnection)
+                return
             if port is None:
                 factory.doStop()
                 result.errback(

@@ -879,6 +879,41 @@ class DeterministicTests(SynchronousTestCase):
         self.assertEqual(client.events, ["made", "lost"])
         self.successResultOf(port.stopListening())
 
+    def test_acceptPaused(self) -> None:
+        """
+        While the port does not accept, connection attempts wait, as in a
+        listen queue; they connect when it accepts again, and are refused if
+        it stops listening first.
+        """
+        port = self.listen(Factory.forProtocol(Recorder))
+        port.stopReading()
+        waiting = self.connect(factoryOf(Recorder()))
+        cancelled = self.connect(factoryOf(Recorder()))
+        pump(self.clock)
+        self.assertNoResult(waiting)
+        self.assertNoResult(cancelled)
+        cancelled.cancel()
+        self.failureResultOf(cancelled, ConnectingCancelledError)
+        port.startReading()
+        pump(self.clock)
+        protocol = self.successResultOf(waiting)
+        self.assertEqual(openConnections(self.clock), 2)
+        port.stopReading()
+        refused = self.connect(factoryOf(Recorder()))
+        pump(self.clock)
+        self.assertNoResult(refused)
+        self.successResultOf(port.stopListening())
+        pump(self.clock)
+        self.failureResultOf(refused, ConnectionRefusedError)
+        protocol.transport.loseConnection()
+        pump(self.clock)
+        self.assertEqual(openConnections(self.clock), 0)
+
+    def test_pumpNeedsClock(self) -> None:
+        with self.assertRaises(TypeError) as caught:
+            pump(object())
+        self.assertIn("Clock-based reactor", str(caught.exception))
+
     def test_pumpIsBounded(self) -> None:
         """
         Two protocols that talk forever cannot hang L{pump}.
@@ -1135,6 +1170,42 @@ class WrapperTests(TestCase):
         self.assertEqual(second.received, b"busy\r\n")
         self.assertEqual(type(reason.value), ConnectionDone)
         self.assertTrue(first.transport.connected)
+
+    @defer.inlineCallbacks
+    def test_limitPause(self) -> Any:
+        """
+        C{limit:max=1:pause=yes} over C{memory:}: the second client waits
+        until the first connection ends, then connects.
+        """
+        try:
+            import endpointkit.limit  # noqa: F401
+        except ImportError:
+            raise self.skipTest("endpointkit.limit is not available")
+        inner = buildDescription("memory", self.name)
+        description = buildDescription("limit", endpoint=inner, max=1, pause=True)
+        port = yield serverFromString(reactor, description).listen(Factory.forProtocol(Echo))
+        self.addCleanup(port.stopListening)
+        first, second = Recorder(), Recorder()
+        yield bounded(clientFromString(reactor, inner).connect(factoryOf(first)))
+        connecting = clientFromString(reactor, inner).connect(factoryOf(second))
+        for _ in range(50):
+            yield deferLater(reactor, 0, lambda: None)
+        self.assertFalse(connecting.called)
+        first.transport.loseConnection()
+        yield bounded(first.lost)
+        yield bounded(connecting)
+        second.transport.write(b"now")
+        for _ in range(1000):
+            if second.received:
+                break
+            yield deferLater(reactor, 0.001, lambda: None)
+        self.assertEqual(second.received, b"now")
+        second.transport.loseConnection()
+        yield bounded(second.lost)
+        for _ in range(1000):
+            if openConnections(reactor) == 0:
+                break
+            yield deferLater(reactor, 0.001, lambda: None)
 
     @defer.inlineCallbacks
     def test_multi(self) -> Any:
