@@ -22,6 +22,11 @@ writer).
 Delivery runs from one scheduled call per reactor (C{callLater(0)}), so on a
 real reactor it is live and on a L{twisted.internet.task.Clock} or
 L{MemoryReactorClock} it happens when the test calls L{pump}.
+
+A port that stops accepting (C{stopReading}, as C{limit:pause=yes} does)
+keeps new connection attempts waiting until it accepts again; unlike TCP,
+whose kernel completes the handshake meanwhile, the client's C{connect}
+fires only once the server accepts.
 """
 
 from __future__ import annotations
