@@ -231,19 +231,21 @@ def pump(reactor: Any, maxTurns: int = 10_000) -> int:
             f"pump needs a Clock-based reactor such as MemoryReactorClock, got {reactor!r}; "
             "on a real reactor, memory: delivery is already live")
     network = _networkFor(reactor)
-    network.turnsLeft = maxTurns
+    outer = network.turnsLeft
+    network.turnsLeft = left = maxTurns if outer is None else min(maxTurns, outer)
     try:
         for _ in range(maxTurns):
             now = reactor.seconds()
             if not any(call.getTime() <= now for call in reactor.getDelayedCalls()):
                 break
             reactor.advance(0)
-            if network.turnsLeft <= 0:
+            if (network.turnsLeft or 0) <= 0:
                 break
-        return maxTurns - network.turnsLeft
+        return left - (network.turnsLeft or 0)
     finally:
-        network.turnsLeft = None
-        network.resume(reactor)
+        network.turnsLeft = outer
+        if outer is None:
+            network.resume(reactor)
 
 
 @implementer(ITransport, IConsumer, IPushProducer)

@@ -1101,6 +1101,34 @@ class WrapperTests(TestCase):
         reason = other.reason
         self.assertEqual(type(reason.value), ConnectionDone)
 
+    def test_timeoutDeterministic(self) -> None:
+        """
+        C{timeout:} over a C{memory:} port that does not accept: the attempt
+        waits, and the deadline fails it with C{ConnectTimeout} and takes it
+        out of the queue.
+        """
+        try:
+            from endpointkit.deadline import ConnectTimeout
+        except ImportError:
+            raise self.skipTest("endpointkit.deadline is not available")
+        clock = MemoryReactorClock()
+        port = self.successResultOf(MemoryServerEndpoint(clock, "slow").listen(
+            Factory.forProtocol(Echo)))
+        port.stopReading()
+        endpoint = clientFromString(clock, buildDescription(
+            "timeout", 2.5, endpoint=buildDescription("memory", "slow")))
+        d = endpoint.connect(factoryOf(Recorder()))
+        pump(clock)
+        self.assertNoResult(d)
+        clock.advance(2.5)
+        failure = self.failureResultOf(d, ConnectTimeout)
+        self.assertIn("2.5", str(failure.value))
+        port.startReading()
+        pump(clock)
+        self.assertEqual(openConnections(clock), 0)
+        self.successResultOf(port.stopListening())
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     @defer.inlineCallbacks
     def test_tlsVerifiesHostname(self) -> Any:
         """
