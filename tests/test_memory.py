@@ -378,6 +378,61 @@ class ProtocolSuiteMixin(TestCase if TYPE_CHECKING else object):
         self.assertEqual(type(serverReason.value), ConnectionDone)
 
     @defer.inlineCallbacks
+    def test_pausedReaderSeesEndAfterResume(self) -> Any:
+        """
+        A reader that paused sees neither data nor the end of the stream
+        until it resumes, though the writer has finished and closed.
+        """
+        server, client = Recorder(), Recorder()
+        yield self.pair(server, client)
+        server.transport.pauseProducing()
+        client.transport.write(b"held back")
+        client.transport.loseConnection()
+        yield bounded(client.lost)
+        for _ in range(20):
+            yield deferLater(reactor, 0.001, lambda: None)
+        self.assertEqual(server.events, ["made"])
+        server.transport.resumeProducing()
+        yield bounded(server.lost)
+        self.assertEqual(server.events, ["made", "data", "lost"])
+        self.assertEqual(server.received, b"held back")
+        self.assertEqual(type(server.reason.value), ConnectionDone)
+        self.assertEqual(type(client.reason.value), ConnectionDone)
+
+    @defer.inlineCallbacks
+    def test_producerStoppedWhenConnectionLost(self) -> Any:
+        """
+        A registered producer is told to stop when the connection is lost,
+        and a second registration is refused.
+        """
+        server, client = Recorder(), Recorder()
+        yield self.pair(server, client)
+
+        @implementer(IPushProducer)
+        class Producer:
+            stopped = 0
+
+            def pauseProducing(self) -> None:
+                pass
+
+            def resumeProducing(self) -> None:
+                pass
+
+            def stopProducing(self) -> None:
+                self.stopped += 1
+
+        producer = Producer()
+        client.transport.registerProducer(producer, True)
+        with self.assertRaises(RuntimeError):
+            client.transport.registerProducer(Producer(), True)
+        server.transport.loseConnection()
+        yield self.bothLost(client, server)
+        self.assertEqual(producer.stopped, 1)
+        late = Producer()
+        client.transport.registerProducer(late, True)
+        self.assertEqual(late.stopped, 1)
+
+    @defer.inlineCallbacks
     def test_pullProducer(self) -> Any:
         """
         A pull producer is asked for data whenever the transport can take
