@@ -964,6 +964,38 @@ class DeterministicTests(SynchronousTestCase):
         pump(self.clock)
         self.assertEqual(openConnections(self.clock), 0)
 
+    def test_lifecycle(self) -> None:
+        """
+        C{endpointkit.lifecycle} over C{memory:}: a taken name is a
+        C{ListenError}, and a graceful stop lets one connection finish and
+        closes the other at the timeout, all on the clock.
+        """
+        try:
+            from endpointkit.lifecycle import ListenError, gracefulStop, listen
+        except ImportError:
+            raise self.skipTest("endpointkit.lifecycle is not available")
+        port = self.successResultOf(listen("memory:svc", Factory.forProtocol(Echo),
+                                           reactor=self.clock))
+        self.failureResultOf(listen("memory:svc", Factory.forProtocol(Echo),
+                                    reactor=self.clock), ListenError)
+        quitter, stayer = Recorder(), Recorder()
+        for client in (quitter, stayer):
+            self.connect(factoryOf(client), "svc")
+        pump(self.clock)
+        self.assertEqual(openConnections(self.clock), 4)
+        drained = gracefulStop(port, timeout=5, reactor=self.clock)
+        pump(self.clock)
+        self.assertEqual(listeningNames(self.clock), [])
+        quitter.transport.loseConnection()
+        pump(self.clock)
+        self.assertNoResult(drained)
+        self.clock.advance(5)
+        pump(self.clock)
+        result = self.successResultOf(drained)
+        self.assertEqual((result.finished, result.closed, result.aborted), (1, 1, 0))
+        self.assertIsInstance(stayer.reason.value, ConnectionDone)  # type: ignore[union-attr]
+        self.assertEqual(openConnections(self.clock), 0)
+
     def test_pumpNeedsClock(self) -> None:
         with self.assertRaises(TypeError) as caught:
             pump(object())
