@@ -191,10 +191,19 @@ def connectedPair(
         connecting.addErrback(failed)
         clientFactory.first.addCallback(made, "client")
         serverFactory.first.addCallback(made, "server")
+        def expire(why: str) -> None:
+            if not result.called:
+                connecting.cancel()
+            if not result.called:
+                result.errback(defer.TimeoutError(
+                    f"connectedPair: {description} did not give a connected pair {why}"))
+
         if clock:
             pump(reactor)
+            expire("once pumped (does a wrapper need the global reactor?)")
         else:
-            _bound(reactor, result, timeout)
+            call = reactor.callLater(timeout, expire, f"within {timeout:g} s")
+            result.addBoth(lambda outcome: (call.cancel() if call.active() else None, outcome)[1])
         return result
 
     listening: defer.Deferred[Any] = defer.maybeDeferred(endpoint.listen, serverFactory)
@@ -212,20 +221,6 @@ def _clientDescription(port: Any) -> str:
         raise ValueError(f"give clientDescription: cannot tell how to reach {port!r}")
     found: str = clientDescriptionFor(port)
     return found
-
-
-def _bound(reactor: Any, d: defer.Deferred[Any], timeout: float) -> None:
-    """
-    Cancel C{d} if it has not fired within C{timeout} seconds.
-    """
-    call = reactor.callLater(timeout, d.cancel)
-
-    def done(result: object) -> object:
-        if call.active():
-            call.cancel()
-        return result
-
-    d.addBoth(done)
 
 
 def _lostAll(factories: tuple[_WatchingFactory, ...]) -> list[_Watched]:

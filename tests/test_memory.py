@@ -1080,6 +1080,17 @@ class ConnectedPairTests(TestCase):
             self, Echo, Recorder, serverDescription="tcp:0:interface=127.0.0.1")
         self.assertEqual(client.transport.getPeer(), server.transport.getHost())
 
+    def test_noServerProtocol(self) -> None:
+        """
+        A pair that cannot be made fails at once on a clock, saying so,
+        instead of leaving the test waiting.
+        """
+        clock = MemoryReactorClock()
+        self.addCleanup(self.assertNothingLeft, clock)
+        d = connectedPair(self, factoryOf(), Recorder, reactor=clock)
+        failure = self.failureResultOf(d, defer.TimeoutError)
+        self.assertIn("did not give a connected pair once pumped", str(failure.value))
+
     def test_refused(self) -> None:
         clock = MemoryReactorClock()
         self.addCleanup(self.assertNothingLeft, clock)
