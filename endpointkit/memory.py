@@ -49,6 +49,7 @@ from twisted.internet.error import (
     ConnectionRefusedError,
     NoProtocol,
 )
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
@@ -66,7 +67,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from endpointkit._description import Arg, EndpointType, String, quoteArgument
+from endpointkit._description import Arg, EndpointType, Seconds, String, quoteArgument
 
 __all__ = [
     "HIGH_WATER",
@@ -715,6 +716,16 @@ class MemoryServerEndpoint:
 
 class _Attempt:
     cancelled = False
+    timer: IDelayedCall | None = None
+
+    def settle(self) -> None:
+        """
+        The attempt is over: no more waiting, no deadline.
+        """
+        self.cancelled = True
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
 
 
 @implementer(IStreamClientEndpoint)
@@ -723,11 +734,16 @@ class MemoryClientEndpoint:
     Connects to a name in the C{memory:} registry of C{reactor}.  The
     connection is made from the reactor, so the Deferred never fires inside
     C{connect}.
+
+    @ivar timeout: seconds an attempt may wait for a port that is not
+        accepting (see L{MemoryPort.stopReading}) before it fails with
+        L{twisted.internet.error.TimeoutError}, as a TCP connect would.
     """
 
-    def __init__(self, reactor: Any, name: str) -> None:
+    def __init__(self, reactor: Any, name: str, timeout: float = 30.0) -> None:
         self._reactor = reactor
         self.name = name
+        self.timeout = timeout
 
     def __repr__(self) -> str:
         return f"<MemoryClientEndpoint {_description(self.name)}>"
@@ -739,7 +755,8 @@ class MemoryClientEndpoint:
         attempt = _Attempt()
 
         def cancel(d: defer.Deferred[IProtocol]) -> None:
-            attempt.cancelled = True
+            attempt.settle()
+            forget()
             factory.doStop()
             d.errback(ConnectingCancelledError(  # type: ignore[no-untyped-call]
                 MemoryAddress(self.name)))
@@ -747,13 +764,29 @@ class MemoryClientEndpoint:
         result: defer.Deferred[IProtocol] = defer.Deferred(cancel)
         factory.doStart()
 
+        def forget() -> None:
+            port = network.ports.get(self.name)
+            if port is not None and attemptConnection in port._waiting:
+                port._waiting.remove(attemptConnection)
+
+        def expire() -> None:
+            attempt.timer = None
+            attempt.settle()
+            forget()
+            factory.doStop()
+            result.errback(ConnectTimeoutError(  # type: ignore[no-untyped-call]
+                f"{_description(self.name)} did not accept within {self.timeout:g} s"))
+
         def attemptConnection() -> None:
             if attempt.cancelled:
                 return
             port = network.ports.get(self.name)
             if port is not None and not port.accepting:
                 port._wait(attemptConnection)
+                if attempt.timer is None:
+                    attempt.timer = reactor.callLater(self.timeout, expire)
                 return
+            attempt.settle()
             if port is None:
                 factory.doStop()
                 result.errback(
@@ -792,7 +825,9 @@ memoryServerType = EndpointType(
 )
 
 memoryClientType = EndpointType(
-    "memory", "client", (_nameArg,),
+    "memory", "client",
+    (_nameArg, Arg("timeout", Seconds(), 30.0,
+                   "seconds to wait while the listener is not accepting")),
     "in-memory connection to a memory: listener on the same reactor, for tests",
     factory=MemoryClientEndpoint,
 )

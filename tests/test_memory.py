@@ -23,6 +23,7 @@ from twisted.internet.error import (
     ConnectionRefusedError,
     NoProtocol,
 )
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
@@ -661,6 +662,16 @@ class DescriptionTests(SynchronousTestCase):
         self.assertEqual(server.name, "a:b")  # type: ignore[attr-defined]
         self.assertEqual(client.name, "a:b")  # type: ignore[attr-defined]
 
+    def test_clientTimeout(self) -> None:
+        clock = MemoryReactorClock()
+        self.assertEqual(clientFromString(clock, "memory:db").timeout, 30.0)  # type: ignore[attr-defined]
+        with self.assertRaises(DescriptionError) as caught:
+            clientFromString(clock, "memory:db:timeout=soon")
+        self.assertIn("memory: argument 'timeout' must be a positive number of seconds",
+                      str(caught.exception))
+        with self.assertRaises(DescriptionError):
+            serverFromString(clock, "memory:db:timeout=5")
+
     def test_errors(self) -> None:
         clock = MemoryReactorClock()
         with self.assertRaises(DescriptionError) as caught:
@@ -995,6 +1006,29 @@ class DeterministicTests(SynchronousTestCase):
         self.assertEqual((result.finished, result.closed, result.aborted), (1, 1, 0))
         self.assertIsInstance(stayer.reason.value, ConnectionDone)  # type: ignore[union-attr]
         self.assertEqual(openConnections(self.clock), 0)
+
+    def test_waitingAttemptTimesOut(self) -> None:
+        """
+        An attempt waiting for a port that does not accept fails after the
+        client's C{timeout} with Twisted's C{TimeoutError}, and leaves the
+        queue.
+        """
+        port = self.listen(Factory.forProtocol(Recorder))
+        port.stopReading()
+        endpoint = clientFromString(self.clock, "memory:db:timeout=2")
+        self.assertEqual(endpoint.timeout, 2.0)  # type: ignore[attr-defined]
+        d = endpoint.connect(factoryOf(Recorder()))
+        pump(self.clock)
+        self.clock.advance(1.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        failure = self.failureResultOf(d, ConnectTimeoutError)
+        self.assertIn("memory:db did not accept within 2 s", str(failure.value))
+        self.assertEqual(port._waiting, [])
+        port.startReading()
+        pump(self.clock)
+        self.assertEqual(openConnections(self.clock), 0)
+        self.successResultOf(port.stopListening())
 
     def test_pumpNeedsClock(self) -> None:
         with self.assertRaises(TypeError) as caught:
