@@ -1,7 +1,9 @@
 """
 C{memory:} -- in-memory server and client endpoints, addressable by name.
 
-    memory:db            (or memory:name=db)
+    memory:db                    server or client (or memory:name=db)
+    memory:db:timeout=5          client: how long to wait for a port that
+                                 is not accepting (default 30 s)
 
 A server listening on C{memory:db} and a client connecting to C{memory:db}
 on the same reactor are joined without a socket: a program under test keeps
