@@ -22,7 +22,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 
-from endpointkit import clientFromString, serverFromString
+from endpointkit._parse import clientFromString, serverFromString
 
 MESSAGE = b"x" * 100
 CHUNK = 64 * 1024

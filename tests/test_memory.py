@@ -96,7 +96,7 @@ class Recorder(Protocol):
         if not self.events or self.events[-1] != "data":
             self.events.append("data")
 
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:
         self.events.append("lost")
         self.reason = reason
         self.lost.callback(None)
@@ -211,7 +211,7 @@ class Counter(Recorder):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self.transport.pauseProducing()
         Recorder.connectionMade(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -494,7 +494,7 @@ class ProtocolSuiteMixin(TestCase if TYPE_CHECKING else object):
         clientReason, serverReason = yield self.bothLost(client, server)
         self.assertEqual(type(serverReason.value), ZeroDivisionError)
         self.assertEqual(type(clientReason.value), ConnectionDone)
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)  # type: ignore[attr-defined]
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
     @defer.inlineCallbacks
     def test_noReentrantDelivery(self) -> Any:
@@ -532,7 +532,7 @@ class ProtocolSuiteMixin(TestCase if TYPE_CHECKING else object):
         """
         factory = factoryOf(Recorder())
         d = clientFromString(reactor, self.unreachable()).connect(factory)
-        with self.assertRaises(ConnectionRefusedError):  # type: ignore[attr-defined]
+        with self.assertRaises(ConnectionRefusedError):
             yield bounded(d)
 
     @defer.inlineCallbacks
@@ -543,7 +543,7 @@ class ProtocolSuiteMixin(TestCase if TYPE_CHECKING else object):
         """
         port = yield self.listen(factoryOf())
         again = self.sameAddress(port)
-        with self.assertRaises(CannotListenError) as caught:  # type: ignore[attr-defined]
+        with self.assertRaises(CannotListenError) as caught:
             yield serverFromString(reactor, again).listen(factoryOf())
         self.assertEqual(caught.exception.socketError.errno, errno.EADDRINUSE)
         yield port.stopListening()
@@ -564,7 +564,7 @@ class ProtocolSuiteMixin(TestCase if TYPE_CHECKING else object):
         description = self.clientDescription(port)
         yield port.stopListening()
         d = clientFromString(reactor, description).connect(factoryOf(Recorder()))
-        with self.assertRaises(ConnectionRefusedError):  # type: ignore[attr-defined]
+        with self.assertRaises(ConnectionRefusedError):
             yield bounded(d)
         client.transport.write(b"still here")
         for _ in range(1000):
@@ -651,7 +651,7 @@ class DescriptionTests(SynchronousTestCase):
             client = clientFromString(clock, description)
             self.assertIsInstance(server, MemoryServerEndpoint)
             self.assertIsInstance(client, MemoryClientEndpoint)
-            self.assertEqual((server.name, client.name), ("db", "db"))  # type: ignore[attr-defined]
+            self.assertEqual((server.name, client.name), ("db", "db"))
             self.assertTrue(IStreamServerEndpoint.providedBy(server))
             self.assertTrue(IStreamClientEndpoint.providedBy(client))
 
@@ -659,12 +659,12 @@ class DescriptionTests(SynchronousTestCase):
         clock = MemoryReactorClock()
         server = endpoints.serverFromString(clock, "memory:name=a\\:b")
         client = endpoints.clientFromString(clock, "memory:a\\:b")
-        self.assertEqual(server.name, "a:b")  # type: ignore[attr-defined]
-        self.assertEqual(client.name, "a:b")  # type: ignore[attr-defined]
+        self.assertEqual(server.name, "a:b")
+        self.assertEqual(client.name, "a:b")
 
     def test_clientTimeout(self) -> None:
         clock = MemoryReactorClock()
-        self.assertEqual(clientFromString(clock, "memory:db").timeout, 30.0)  # type: ignore[attr-defined]
+        self.assertEqual(clientFromString(clock, "memory:db").timeout, 30.0)
         with self.assertRaises(DescriptionError) as caught:
             clientFromString(clock, "memory:db:timeout=soon")
         self.assertIn("memory: argument 'timeout' must be a positive number of seconds",
@@ -692,7 +692,7 @@ class DescriptionTests(SynchronousTestCase):
         name = "odd:name=with\\escapes"
         port = self.successResultOf(MemoryServerEndpoint(clock, name).listen(Factory()))
         description = port.clientDescription()
-        self.assertEqual(clientFromString(clock, description).name, name)  # type: ignore[attr-defined]
+        self.assertEqual(clientFromString(clock, description).name, name)
         try:
             from endpointkit.lifecycle import clientDescriptionFor
         except ImportError:
@@ -753,7 +753,7 @@ class DeterministicTests(SynchronousTestCase):
         self.assertEqual(openConnections(self.clock), 2)
         pump(self.clock)
         self.assertEqual(openConnections(self.clock), 0)
-        self.assertIsInstance(server.reason.value, ConnectionDone)  # type: ignore[union-attr]
+        self.assertIsInstance(server.reason.value, ConnectionDone)
         self.successResultOf(port.stopListening())
 
     def test_connectionNumbers(self) -> None:
@@ -806,7 +806,7 @@ class DeterministicTests(SynchronousTestCase):
         d = self.connect(factoryOf())
         pump(self.clock)
         self.failureResultOf(d, NoProtocol)
-        self.assertIsInstance(server.reason.value, ConnectionDone)  # type: ignore[union-attr]
+        self.assertIsInstance(server.reason.value, ConnectionDone)
         self.successResultOf(port.stopListening())
         port = self.listen(factoryOf())
         client = Recorder()
@@ -814,7 +814,7 @@ class DeterministicTests(SynchronousTestCase):
         pump(self.clock)
         self.assertIs(self.successResultOf(d), client)
         self.assertEqual(client.events, ["made", "lost"])
-        self.assertIsInstance(client.reason.value, ConnectionDone)  # type: ignore[union-attr]
+        self.assertIsInstance(client.reason.value, ConnectionDone)
         self.successResultOf(port.stopListening())
 
     def test_addressInUseAndRegistryPerReactor(self) -> None:
@@ -934,14 +934,14 @@ class DeterministicTests(SynchronousTestCase):
         pump(self.clock)
         self.assertEqual(server.received, b"")
         with self.assertRaises(TypeError):
-            client.transport.write("text")  # type: ignore[arg-type]
+            client.transport.write("text")
         # The server is not half-closeable: the end of the stream closed it,
         # and then the client.  Aborting now does nothing.
         self.assertEqual(server.events, ["made", "lost"])
         self.assertEqual(client.events, ["made", "lost"])
         client.transport.abortConnection()
         pump(self.clock)
-        self.assertIsInstance(client.reason.value, ConnectionDone)  # type: ignore[union-attr]
+        self.assertIsInstance(client.reason.value, ConnectionDone)
         self.assertEqual(client.events, ["made", "lost"])
         self.successResultOf(port.stopListening())
 
@@ -1004,7 +1004,7 @@ class DeterministicTests(SynchronousTestCase):
         pump(self.clock)
         result = self.successResultOf(drained)
         self.assertEqual((result.finished, result.closed, result.aborted), (1, 1, 0))
-        self.assertIsInstance(stayer.reason.value, ConnectionDone)  # type: ignore[union-attr]
+        self.assertIsInstance(stayer.reason.value, ConnectionDone)
         self.assertEqual(openConnections(self.clock), 0)
 
     def test_waitingAttemptTimesOut(self) -> None:
@@ -1016,7 +1016,7 @@ class DeterministicTests(SynchronousTestCase):
         port = self.listen(Factory.forProtocol(Recorder))
         port.stopReading()
         endpoint = clientFromString(self.clock, "memory:db:timeout=2")
-        self.assertEqual(endpoint.timeout, 2.0)  # type: ignore[attr-defined]
+        self.assertEqual(endpoint.timeout, 2.0)
         d = endpoint.connect(factoryOf(Recorder()))
         pump(self.clock)
         self.clock.advance(1.9)
@@ -1296,7 +1296,7 @@ class WrapperTests(TestCase):
         try:
             import endpointkit.deadline  # noqa: F401
         except ImportError:
-            raise self.skipTest("endpointkit.deadline is not available")  # type: ignore[attr-defined]
+            raise self.skipTest("endpointkit.deadline is not available")
         inner = buildDescription("memory", self.name)
         description = buildDescription("timeout", 5, endpoint=inner)
         _client, server = yield connectedPair(
@@ -1317,7 +1317,7 @@ class WrapperTests(TestCase):
         try:
             import endpointkit.limit  # noqa: F401
         except ImportError:
-            raise self.skipTest("endpointkit.limit is not available")  # type: ignore[attr-defined]
+            raise self.skipTest("endpointkit.limit is not available")
         inner = buildDescription("memory", self.name)
         description = buildDescription("limit", endpoint=inner, max=1, message="busy")
         first, _server = yield connectedPair(
@@ -1376,7 +1376,7 @@ class WrapperTests(TestCase):
         try:
             import endpointkit.multi  # noqa: F401
         except ImportError:
-            raise self.skipTest("endpointkit.multi is not available")  # type: ignore[attr-defined]
+            raise self.skipTest("endpointkit.multi is not available")
         names = [self.name + "-a", self.name + "-b"]
         description = buildDescription(
             "multi", *[buildDescription("memory", name) for name in names])
