@@ -223,6 +223,24 @@ def _clientDescription(port: Any) -> str:
     return found
 
 
+def _firstOf(reactor: Any, ds: list[defer.Deferred[None]], timeout: float) -> defer.Deferred[None]:
+    """
+    A Deferred that fires when all of C{ds} have fired or C{timeout} seconds
+    have passed, whichever is first; C{ds} themselves are left alone.
+    """
+    gate: defer.Deferred[None] = defer.Deferred()
+
+    def open(_: object = None) -> None:
+        if not gate.called:
+            gate.callback(None)
+        if timer.active():
+            timer.cancel()
+
+    timer = reactor.callLater(timeout, open)
+    defer.DeferredList(ds).addCallback(open)
+    return gate
+
+
 def _lostAll(factories: tuple[_WatchingFactory, ...]) -> list[_Watched]:
     return [w for f in factories for w in f.watched if not w.lost.called]
 
@@ -247,14 +265,9 @@ def _cleanup(
         if _isClock(reactor):
             pump(reactor)
         else:
-            waiting = defer.DeferredList([w.lost for w in remaining])
-            timer = reactor.callLater(timeout, waiting.cancel)
-            try:
-                yield waiting
-            except defer.CancelledError:
-                pass
-            if timer.active():
-                timer.cancel()
+            # Wait for every connectionLost, or the timeout, whichever is
+            # first; the protocols' own Deferreds are left alone.
+            yield _firstOf(reactor, [w.lost for w in remaining], timeout)
     port = state["port"]
     if port is not None:
         stopped = defer.maybeDeferred(port.stopListening)

@@ -1114,6 +1114,32 @@ class ConnectedPairTests(TestCase):
             self, Echo, Recorder, serverDescription="tcp:0:interface=127.0.0.1")
         self.assertEqual(client.transport.getPeer(), server.transport.getHost())
 
+    @defer.inlineCallbacks
+    def test_cleanupAbortsWhatWillNotClose(self) -> Any:
+        """
+        A connection that does not close when asked (its producer is never
+        unregistered) is aborted once the cleanup's timeout passes.
+        """
+        client = Recorder()
+
+        def checkAborted() -> None:
+            self.assertNothingLeft()
+            self.assertEqual(type(client.reason.value), ConnectionAborted)
+
+        self.addCleanup(checkAborted)
+
+        @implementer(IPullProducer)
+        class Idle:
+            def resumeProducing(self) -> None:
+                pass
+
+            def stopProducing(self) -> None:
+                pass
+
+        paired, _ = yield connectedPair(self, Echo, client, timeout=0.2)
+        self.assertIs(paired, client)
+        client.transport.registerProducer(Idle(), False)
+
     def test_noServerProtocol(self) -> None:
         """
         A pair that cannot be made fails at once on a clock, saying so,
