@@ -5,7 +5,7 @@ connections gracefully, run all of that as a twistd service, and turn a
 listening port back into the client description that reaches it.
 
     port = yield listen("tcp:8080", factory)
-    print(clientDescriptionFor(port))        # tcp:127.0.0.1:8080
+    description = clientDescriptionFor(port)  # "tcp:127.0.0.1:8080"
     result = yield gracefulStop(port, 30)   # result.finished, result.closed
 
 The port that L{listen} returns wraps the endpoint's port (as C{wrappedPort})
@@ -880,6 +880,7 @@ class EndpointService(Service):
         self._listening: defer.Deferred[TrackedPort] | None = None
         self._outcome: TrackedPort | Failure | None = None
         self._waiters: list[defer.Deferred[TrackedPort]] = []
+        self._draining: _Outcome | None = None
 
     def __repr__(self) -> str:
         return f"<EndpointService {self.description!r}>"
@@ -952,7 +953,10 @@ class EndpointService(Service):
             if listening is not None:
                 listening.cancel()
                 listening.addErrback(lambda _: None)
+            if self._draining is not None:
+                return self._draining.follow()
             return defer.succeed(None)
+        self._outcome = None
 
         def drained(result: DrainResult) -> None:
             self.lastDrain = result
@@ -968,8 +972,9 @@ class EndpointService(Service):
                 # dying by that signal.
                 running._exitSignal = None
 
-        return gracefulStop(port, self.drainTimeout, self._reactor, self.grace).addCallback(
-            drained)
+        draining = gracefulStop(port, self.drainTimeout, self._reactor, self.grace)
+        self._draining = _Outcome(draining.addCallback(drained))
+        return self._draining.follow()
 
 
 # Client descriptions.

@@ -968,11 +968,18 @@ class EndpointServiceTests(_Base):
         yield bounded(port.factory.wrappedFactory.resource.whenArrived(1))
         stopped = service.stopService()
         self.assertFalse(service.running)
-        yield bounded(stopped)
+        again = service.stopService()
+        self.assertFalse(again.called)
+        yield bounded(defer.gatherResults([stopped, again]))
         body = yield response
         self.assertTrue(body.endswith(b"end\n"))
         self.assertEqual(service.lastDrain, DrainResult(1, 0, 0))
         self.assertIsNone(service.port)
+        service.startService()
+        restarted = yield bounded(service.whenListening())
+        self.assertIsNot(restarted, port)
+        self.assertEqual((yield httpGet(clientDescriptionFor(restarted), "/slow"))[-4:], b"end\n")
+        yield bounded(service.stopService())
 
     def test_stopBeforeListening(self) -> None:
         service = EndpointService(_NeverEndpoint(), echoFactory())
