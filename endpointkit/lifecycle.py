@@ -1017,11 +1017,11 @@ def clientDescriptionFor(port: IListeningPort | Any, hostname: str | None = None
     (C{wrappedPort}).
 
     For TLS, the name to verify is C{hostname}, or else the first DNS name
-    (then IP address, then common name) of the port's certificate; the
-    description connects to the port's own address and verifies that name,
-    trusting the certificates in C{trustRoots} (a PEM file or directory) or,
-    without it, the platform's.  C{trustRoots} is a directory of PEM
-    files, as Twisted's C{tls:} client reads it.
+    (then IP address, then common name) of the certificate the port serves;
+    the description connects to the port's own address and verifies that
+    name, trusting the PEM certificates in the directory C{trustRoots} (as
+    Twisted's C{tls:} client reads it) or, without it, the platform's.  Both
+    are ignored for ports without TLS.
 
     @raise CannotDescribePort: for a port with several addresses (use
         L{clientDescriptionsFor}) or one no client description reaches.
