@@ -391,8 +391,8 @@ class Relay:
         if sink.lost:
             return
         transport: Any = sink.transport
-        if IHalfCloseableDescriptor.providedBy(transport) and IHalfCloseableProtocol.providedBy(
-                getattr(transport, "protocol", sink)):
+        if IHalfCloseableDescriptor.providedBy(transport) or callable(
+                getattr(transport, "loseWriteConnection", None)):
             transport.loseWriteConnection()
         else:
             transport.loseConnection()
@@ -500,20 +500,6 @@ class RelayFactory(ServerFactory):
         return sum(relay.buffered() for relay in self.relays)
 
 
-def _limitedListen(listen: str, maxConnections: int) -> tuple[str, int]:
-    """
-    Put the connection cap into the listen description with C{limit:} when
-    that type is available; otherwise the factory enforces it.
-    """
-    if not maxConnections:
-        return listen, 0
-    try:
-        import endpointkit.limit  # noqa: F401
-    except ImportError:
-        return listen, maxConnections
-    return buildDescription("limit", endpoint=listen, max=maxConnections), 0
-
-
 class RelayService(Service):
     """
     An C{IService} that relays every connection accepted on C{listen} to
@@ -533,15 +519,13 @@ class RelayService(Service):
         self.reactor = reactor
         self.listenParsed = parseDescription(listen, "server")
         self.connectParsed = parseDescription(connect, "client")
-        self.listenDescription, ownCap = _limitedListen(listen, maxConnections)
-        if self.listenDescription != listen:
-            parseDescription(self.listenDescription, "server")
+        self.listenDescription = listen
         self.drainTimeout = drainTimeout
         self.statsInterval = statsInterval
         self.factory = RelayFactory(
             reactor, self.connectParsed.build(reactor), str(self.connectParsed),
             connectTimeout=connectTimeout, idleTimeout=idleTimeout,
-            maxConnections=ownCap, splice=splice)
+            maxConnections=maxConnections, splice=splice)
         self.port: IListeningPort | None = None
         self.listening: Deferred[IListeningPort] = Deferred()
         self._stats: LoopingCall | None = None
@@ -584,8 +568,8 @@ class RelayService(Service):
             self._stats.stop()
         self._stats = None
         if self.port is not None:
-            port, self.port = self.port, None
-            yield port.stopListening()
+            yield self.port.stopListening()
+            self.port = None
         factory = self.factory
         if factory.relays:
             log.info("relay: draining {n} open connection(s), up to {t:g} s",

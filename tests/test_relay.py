@@ -1,0 +1,1082 @@
+"""
+Tests for L{endpointkit.relay}: every relay test runs over both the splice
+path and the copying path (L{SpliceRelayTests}, L{CopyRelayTests}).
+
+C{ENDPOINTKIT_RELAY_INTEGRITY_BYTES} sets the bytes sent each way by the
+integrity test (default 256 MiB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, reactor, task, threads
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    UNIXServerEndpoint,
+    connectProtocol,
+)
+from twisted.internet.interfaces import IHalfCloseableProtocol, IListeningPort
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from endpointkit import _splice
+from endpointkit._description import buildDescription
+from endpointkit.relay import (
+    DEMO_BACKEND,
+    Options,
+    RelayService,
+    RelayStats,
+    describeAddress,
+    main,
+)
+from tests._support import PYTHON, freePort, openFileDescriptors, requirePeer, waitForPort
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INTEGRITY_BYTES = int(os.environ.get("ENDPOINTKIT_RELAY_INTEGRITY_BYTES", str(256 << 20)))
+WAIT = 30.0
+"""
+The longest any single network wait in these tests may take.
+"""
+
+_reactor: Any = reactor
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def within(d: Deferred[Any], seconds: float = WAIT) -> Deferred[Any]:
+    """
+    C{d}, failing with a timeout after C{seconds} rather than hanging.
+    """
+    return d.addTimeout(seconds, _reactor)
+
+
+async def until(condition: Callable[[], bool], what: str, seconds: float = WAIT,
+                debug: Callable[[], object] = lambda: "") -> None:
+    """
+    Wait, on the reactor, until C{condition()} holds; fail after C{seconds}.
+    """
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} {debug()}")
+        await task.deferLater(_reactor, 0.01, lambda: None)
+
+
+@implementer(IHalfCloseableProtocol)
+class Recorder(Protocol):
+    """
+    A half-closeable protocol that records what it receives and when its
+    reading side ends.
+    """
+
+    def __init__(self, greeting: bytes = b"", echo: bool = False,
+                 replyOnEOF: bytes | None = None) -> None:
+        self.received = bytearray()
+        self.writeDone = False
+        self.greeting = greeting
+        self.echo = echo
+        self.replyOnEOF = replyOnEOF
+        self.made: Deferred[None] = Deferred()
+        self.eof: Deferred[None] = Deferred()
+        self.lost: Deferred[None] = Deferred()
+        self.reason: Failure | None = None
+
+    def connectionMade(self) -> None:
+        if self.greeting:
+            self.transport.write(self.greeting)  # type: ignore[union-attr]
+        self.made.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self.echo:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def readConnectionLost(self) -> None:
+        if not self.eof.called:
+            self.eof.callback(None)
+        transport: Any = self.transport
+        if self.replyOnEOF is not None:
+            transport.write(self.replyOnEOF)
+            transport.loseConnection()
+        elif self.echo:
+            transport.loseWriteConnection()
+        elif self.writeDone:
+            transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        self.writeDone = True
+        if self.eof.called and self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.reason = reason
+        if not self.eof.called:
+            self.eof.callback(None)
+        self.lost.callback(None)
+
+
+class Backend:
+    """
+    An in-process TCP backend on loopback that records its connections.
+    """
+
+    def __init__(self, make: Callable[[], Recorder]) -> None:
+        self.protocols: list[Recorder] = []
+        self.make = make
+        self.port: IListeningPort | None = None
+
+    def buildProtocol(self, addr: object) -> Recorder:
+        protocol = self.make()
+        self.protocols.append(protocol)
+        return protocol
+
+    async def listen(self, test: TestCase, endpoint: Any = None) -> str:
+        factory = Factory.forProtocol(self.make)
+        factory.buildProtocol = self.buildProtocol  # type: ignore[method-assign,assignment]
+        factory.noisy = False
+        if endpoint is None:
+            endpoint = TCP4ServerEndpoint(_reactor, 0, interface="127.0.0.1")
+        self.port = await endpoint.listen(factory)
+        test.addCleanup(self.port.stopListening)
+        address: Any = self.port.getHost()
+        if hasattr(address, "port"):
+            return f"tcp:127.0.0.1:{address.port}"
+        name = address.name
+        return buildDescription("unix", name.decode() if isinstance(name, bytes) else name)
+
+    def open(self) -> int:
+        return sum(1 for p in self.protocols if not p.lost.called)
+
+
+def selfSignedPEM(name: str) -> bytes:
+    """
+    A private key and a self-signed certificate for C{name} (with the
+    subjectAltName that TLS clients check), as PEM.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()) + cert.public_bytes(
+                                 serialization.Encoding.PEM)
+
+
+def captureLog(test: TestCase) -> list[dict[str, Any]]:
+    """
+    Log events emitted while the test runs.
+    """
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    test.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
+
+
+def _stream(seed: int) -> Callable[[int], bytes]:
+    """
+    A deterministic stream of random bytes: a block whose length is not a
+    power of two, repeated, so that a lost or repeated chunk changes the
+    digest.
+    """
+    block = random.Random(seed).randbytes((1 << 20) + 4099)
+
+    def chunk(offset: int) -> bytes:
+        start = offset % len(block)
+        return block[start:] + block[: start]
+
+    return chunk
+
+
+def _sendStream(sock: socket.socket, seed: int, total: int) -> str:
+    chunk = _stream(seed)
+    digest = hashlib.sha256()
+    sent = 0
+    while sent < total:
+        data = chunk(sent)[: total - sent]
+        sock.sendall(data)
+        digest.update(data)
+        sent += len(data)
+    sock.shutdown(socket.SHUT_WR)
+    return digest.hexdigest()
+
+
+def _readStream(sock: socket.socket, slow: float = 0.0, slowFor: float = 0.0) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    count = 0
+    buffer = bytearray(1 << 20)
+    view = memoryview(buffer)
+    slowUntil = time.monotonic() + slowFor
+    while True:
+        if slow and time.monotonic() < slowUntil:
+            n = sock.recv_into(view[: int(slow / 10)])
+            time.sleep(0.1)
+        else:
+            n = sock.recv_into(view)
+        if not n:
+            return count, digest.hexdigest()
+        digest.update(view[:n])
+        count += n
+
+
+def _exchange(sock: socket.socket, seed: int, total: int, results: dict[str, Any],
+              name: str) -> None:
+    """
+    Send our stream and read theirs at the same time, on one socket.
+    """
+    sock.settimeout(WAIT * 2)
+    reader: dict[str, Any] = {}
+
+    def read() -> None:
+        try:
+            reader["got"] = _readStream(sock)
+        except BaseException as e:
+            reader["error"] = e
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        results[f"{name}-sent"] = _sendStream(sock, seed, total)
+    finally:
+        thread.join(WAIT * 4)
+    if "error" in reader:
+        raise reader["error"]
+    results[f"{name}-got"] = reader["got"]
+
+
+def _vmRSS(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class RelayProcess:
+    """
+    C{endpointkit relay} as a real subprocess.
+    """
+
+    def __init__(self, test: TestCase, args: list[str], port: int | None,
+                 command: list[str] | None = None) -> None:
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            (command or [PYTHON, "-m", "endpointkit", "relay"]) + args,
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+            env=_env(), cwd=ROOT)
+        test.addCleanup(self.kill)
+        if port is not None:
+            waitForPort(port, process=self.process, timeout=WAIT)
+
+    def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(WAIT)
+        return code, self.output()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(WAIT)
+        self.log.close()
+
+
+class RelayTestsMixin:
+    """
+    The relay's behaviour; subclasses choose the path.
+    """
+
+    splice: bool
+    flags: list[str]
+
+    # Helpers.
+
+    async def relay(self, listen: str, connect: str, **kwargs: Any) -> RelayService:
+        test: Any = self
+        service = RelayService(listen, connect, splice=self.splice, reactor=_reactor, **kwargs)
+        service.startService()
+        test.addCleanup(lambda: service.running and service.stopService())
+        await within(service.listening)
+        return service
+
+    def relayAddress(self, service: RelayService) -> int:
+        assert service.port is not None
+        port: int = service.port.getHost().port  # type: ignore[attr-defined]
+        return port
+
+    async def connect(self, service: RelayService, protocol: Recorder) -> Recorder:
+        endpoint = TCP4ClientEndpoint(_reactor, "127.0.0.1", self.relayAddress(service))
+        await within(connectProtocol(endpoint, protocol))
+        test: Any = self
+        test.addCleanup(lambda: protocol.transport is not None and not protocol.lost.called
+                        and protocol.transport.abortConnection())
+        return protocol
+
+    def assertPath(self, service: RelayService, relays: int) -> None:
+        test: Any = self
+        test.assertEqual(service.stats.spliced, relays if self.splice else 0)
+
+    async def echoBackend(self, echo: bool = True, **kwargs: Any) -> tuple[Backend, str]:
+        backend = Backend(lambda: Recorder(echo=echo, **kwargs))
+        return backend, await backend.listen(self)  # type: ignore[arg-type]
+
+    # Tests.
+
+    async def test_halfClosePropagates(self) -> None:
+        """
+        A client's half-close reaches the backend, whose reply after it still
+        reaches the client, followed by the end of the stream.
+        """
+        backend, target = await self.echoBackend(echo=False, replyOnEOF=b"bye")
+        service = await self.relay("tcp:0:interface=127.0.0.1", target)
+        client = await self.connect(service, Recorder())
+        client.transport.write(b"hello")  # type: ignore[union-attr]
+        client.transport.loseWriteConnection()  # type: ignore[union-attr]
+        await within(client.eof)
+        await within(client.lost)
+        self.assertEqual(bytes(backend.protocols[0].received), b"hello")
+        self.assertTrue(backend.protocols[0].eof.called)
+        self.assertEqual(bytes(client.received), b"bye")
+        self.assertPath(service, 1)
+        await until(lambda: not service.factory.relays, "the relay to end")
+        self.assertEqual(service.stats.up, 5)
+        self.assertEqual(service.stats.down, 3)
+
+    async def test_backendHalfCloseFirst(self) -> None:
+        """
+        The backend half-closes first (a greeting, then end of stream); the
+        client can still send, and its bytes arrive.
+        """
+        @implementer(IHalfCloseableProtocol)
+        class Greeter(Recorder):
+            def connectionMade(self) -> None:
+                Recorder.connectionMade(self)
+                self.transport.loseWriteConnection()  # type: ignore[union-attr]
+
+        backend = Backend(lambda: Greeter(greeting=b"220 hi"))
+        target = await backend.listen(self)  # type: ignore[arg-type]
+        service = await self.relay("tcp:0:interface=127.0.0.1", target)
+        client = await self.connect(service, Recorder())
+        await within(client.eof)
+        self.assertEqual(bytes(client.received), b"220 hi")
+        self.assertFalse(client.lost.called)
+        client.transport.write(b"still here")  # type: ignore[union-attr]
+        client.transport.loseWriteConnection()  # type: ignore[union-attr]
+        await within(backend.protocols[0].eof)
+        await within(client.lost)
+        self.assertEqual(bytes(backend.protocols[0].received), b"still here")
+
+    async def test_backendCloseFlushesToClient(self) -> None:
+        """
+        A backend that writes and closes at once: the client gets every byte,
+        then the close.
+        """
+        payload = os.urandom(3 << 20)
+
+        class Dumper(Recorder):
+            def connectionMade(self) -> None:
+                transport: Any = self.transport
+                transport.write(payload)
+                transport.loseConnection()
+
+        backend = Backend(Dumper)
+        target = await backend.listen(self)  # type: ignore[arg-type]
+        service = await self.relay("tcp:0:interface=127.0.0.1", target)
+        client = await self.connect(service, Recorder())
+        await within(client.eof)
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        await within(client.lost)
+        self.assertEqual(bytes(client.received), payload)
+
+    async def test_clientAbortClosesBackend(self) -> None:
+        """
+        A client that aborts takes the backend connection with it.
+        """
+        backend, target = await self.echoBackend()
+        service = await self.relay("tcp:0:interface=127.0.0.1", target)
+        client = await self.connect(service, Recorder())
+        client.transport.write(b"ping")  # type: ignore[union-attr]
+        await until(lambda: bytes(client.received) == b"ping", "the echo")
+        client.transport.abortConnection()  # type: ignore[union-attr]
+        await within(backend.protocols[0].lost)
+        await until(lambda: not service.factory.relays, "the relay to end")
+        self.assertEqual(service.stats.open, 0)
+
+    async def test_connectFailure(self) -> None:
+        """
+        When the backend refuses, the accepted connection is closed at once
+        and a log line names the client, the description and the reason.
+        """
+        events = captureLog(self)  # type: ignore[arg-type]
+        closed = freePort()
+        target = f"tcp:127.0.0.1:{closed}"
+        service = await self.relay("tcp:0:interface=127.0.0.1", target, connectTimeout=WAIT)
+        client = await self.connect(service, Recorder())
+        local = client.transport.getHost()  # type: ignore[union-attr]
+        await within(client.lost)
+        self.assertEqual(service.stats.failed, 1)
+        lines = [e for e in events if e.get("log_format", "").startswith("relay: could not")]
+        self.assertEqual(len(lines), 1)
+        from twisted.logger import formatEvent
+
+        text = formatEvent(lines[0])
+        self.assertIn(target, text)
+        self.assertIn(f"127.0.0.1:{local.port}", text)
+        self.assertIn("refused", text.lower())
+
+    async def test_connectTimeout(self) -> None:
+        """
+        A backend that never answers the connection is given up on after the
+        connect timeout, and the client is closed.
+        """
+        events = captureLog(self)  # type: ignore[arg-type]
+        # A listening socket whose backlog is full never completes the
+        # handshake for one more connection.
+        blocker = socket.socket()
+        self.addCleanup(blocker.close)  # type: ignore[attr-defined]
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(0)
+        port = blocker.getsockname()[1]
+        fillers = []
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        for s in fillers:
+            self.addCleanup(s.close)  # type: ignore[attr-defined]
+        service = await self.relay("tcp:0:interface=127.0.0.1", f"tcp:127.0.0.1:{port}",
+                                   connectTimeout=0.5)
+        client = await self.connect(service, Recorder())
+        await within(client.lost)
+        self.assertEqual(service.stats.failed, 1)
+        from twisted.logger import formatEvent
+
+        texts = [formatEvent(e) for e in events
+                 if e.get("log_format", "").startswith("relay: could not")]
+        self.assertEqual(len(texts), 1)
+        self.assertIn("0.5", texts[0])
+
+    async def test_manyConnectionsWithAborts(self) -> None:
+        """
+        200 concurrent relayed connections, some closed, some aborted, some
+        half-closed at random: afterwards no relay is open and the file
+        descriptors are back where they started.
+        """
+        backend, target = await self.echoBackend()
+        service = await self.relay("tcp:0:interface=127.0.0.1:backlog=256", target)
+        await task.deferLater(_reactor, 0.05, lambda: None)
+        before = openFileDescriptors()
+        rng = random.Random(8)
+        clients = [Recorder() for _ in range(200)]
+        await within(defer.gatherResults([defer.ensureDeferred(self.connect(service, c))
+                                          for c in clients]))
+        payloads = []
+        for client in clients:
+            data = rng.randbytes(rng.randrange(1, 200_000))
+            payloads.append(data)
+            client.transport.write(data)  # type: ignore[union-attr]
+        await until(lambda: service.stats.open == 200 and len(backend.protocols) == 200,
+                    "200 relays", debug=lambda: (service.stats, len(backend.protocols)))
+        halfClosed = []
+        for client, data in zip(clients, payloads, strict=True):
+            action = rng.choice(["abort", "close", "half", "half"])
+            if action == "abort":
+                client.transport.abortConnection()  # type: ignore[union-attr]
+            elif action == "close":
+                client.transport.loseConnection()  # type: ignore[union-attr]
+            else:
+                client.transport.loseWriteConnection()  # type: ignore[union-attr]
+                halfClosed.append((client, data))
+        await within(defer.gatherResults([c.lost for c in clients]), WAIT * 2)
+        for client, data in halfClosed:
+            self.assertEqual(bytes(client.received), data)
+        await until(lambda: not service.factory.relays and backend.open() == 0,
+                    "every relay and backend connection to close")
+        self.assertEqual(service.stats.open, 0)
+        self.assertEqual(service.stats.total, 200)
+        self.assertPath(service, 200)
+        await until(lambda: openFileDescriptors() <= before, "file descriptors to be closed")
+        self.assertEqual(openFileDescriptors(), before)
+
+    async def test_flowControlBoundsBuffers(self) -> None:
+        """
+        A backend that stops reading makes the relay stop reading the
+        client: what the relay holds stays bounded while the client keeps
+        trying to send.
+        """
+        backend, target = await self.echoBackend(echo=False)
+        service = await self.relay("tcp:0:interface=127.0.0.1", target)
+        sock = socket.create_connection(("127.0.0.1", self.relayAddress(service)), timeout=WAIT)
+        self.addCleanup(sock.close)  # type: ignore[attr-defined]
+        await until(lambda: len(backend.protocols) == 1, "the backend connection")
+        backend.protocols[0].transport.pauseProducing()  # type: ignore[union-attr]
+        total = 64 << 20
+        sent = [0]
+
+        def push() -> None:
+            sock.setblocking(False)
+            block = b"x" * (1 << 20)
+            deadline = time.monotonic() + WAIT
+            while sent[0] < total and time.monotonic() < deadline:
+                try:
+                    sent[0] += sock.send(block)
+                except BlockingIOError:
+                    return
+
+        peak = 0
+        for _ in range(20):
+            push()
+            peak = max(peak, service.factory.buffered())
+            await task.deferLater(_reactor, 0.02, lambda: None)
+        self.assertLess(sent[0], total)
+        self.assertLess(peak, 4 << 20)
+        backend.protocols[0].transport.resumeProducing()  # type: ignore[union-attr]
+        sock.setblocking(True)
+        sock.settimeout(WAIT)
+
+        def finish() -> None:
+            block = b"x" * (1 << 20)
+            while sent[0] < total:
+                n = min(len(block), total - sent[0])
+                sock.sendall(block[:n])
+                sent[0] += n
+            sock.shutdown(socket.SHUT_WR)
+
+        await within(threads.deferToThread(finish))
+        await within(backend.protocols[0].eof)
+        self.assertEqual(len(backend.protocols[0].received), total)
+
+    async def test_idleTimeout(self) -> None:
+        """
+        A relay with no bytes either way for the idle timeout is closed.
+        """
+        events = captureLog(self)  # type: ignore[arg-type]
+        backend, target = await self.echoBackend()
+        service = await self.relay("tcp:0:interface=127.0.0.1", target, idleTimeout=0.3)
+        client = await self.connect(service, Recorder())
+        client.transport.write(b"x")  # type: ignore[union-attr]
+        await within(client.lost)
+        self.assertEqual(bytes(client.received), b"x")
+        self.assertTrue(any("idle" in e.get("log_format", "") for e in events))
+
+    async def test_maxConnections(self) -> None:
+        """
+        Over the cap a new connection is closed at once; those open go on.
+        """
+        backend, target = await self.echoBackend()
+        service = await self.relay("tcp:0:interface=127.0.0.1", target, maxConnections=1)
+        first = await self.connect(service, Recorder())
+        first.transport.write(b"one")  # type: ignore[union-attr]
+        await until(lambda: bytes(first.received) == b"one", "the first echo")
+        second = await self.connect(service, Recorder())
+        await within(second.eof)
+        self.assertFalse(first.lost.called)
+        self.assertEqual(len(backend.protocols), 1)
+
+    async def test_gracefulStop(self) -> None:
+        """
+        Stopping the service stops accepting at once, lets an open relay go
+        on, and finishes when it ends.
+        """
+        backend, target = await self.echoBackend()
+        service = await self.relay("tcp:0:interface=127.0.0.1", target, drainTimeout=WAIT)
+        port = self.relayAddress(service)
+        client = await self.connect(service, Recorder())
+        client.transport.write(b"before")  # type: ignore[union-attr]
+        await until(lambda: bytes(client.received) == b"before", "the echo")
+        stopped = defer.ensureDeferred(service.stopService())
+        await until(lambda: service.port is None, "the port to close")
+        with self.assertRaises(OSError):  # type: ignore[attr-defined]
+            socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+        client.transport.write(b" after")  # type: ignore[union-attr]
+        await until(lambda: bytes(client.received) == b"before after", "the echo")
+        self.assertFalse(stopped.called)
+        client.transport.loseWriteConnection()  # type: ignore[union-attr]
+        await within(stopped)
+        self.assertTrue(client.lost.called)
+
+    async def test_drainTimeoutCloses(self) -> None:
+        """
+        Relays still open when the drain timeout ends are closed.
+        """
+        backend, target = await self.echoBackend()
+        service = await self.relay("tcp:0:interface=127.0.0.1", target, drainTimeout=0.2)
+        client = await self.connect(service, Recorder())
+        client.transport.write(b"x")  # type: ignore[union-attr]
+        await until(lambda: bytes(client.received) == b"x", "the echo")
+        await within(defer.ensureDeferred(service.stopService()))
+        await within(client.lost)
+        self.assertEqual(service.stats.open, 0)
+
+    # README examples.
+
+    async def roundTrip(self, service: RelayService, client: Any = None,
+                        halfClose: bool = True) -> bytes:
+        payload = os.urandom(300_000)
+        if client is None:
+            client = await self.connect(service, Recorder())
+        client.transport.write(payload)
+        if halfClose:
+            client.transport.loseWriteConnection()
+        else:
+            # The proxy peers end the whole tunnel at the first end of
+            # stream, so this exchange does not rely on a half-close.
+            await until(lambda: len(client.received) >= len(payload), "the echo")
+            client.transport.loseConnection()
+        await within(client.lost)
+        assert bytes(client.received) == payload, (len(client.received), client.reason)
+        return True  # type: ignore[return-value]
+
+    async def test_tcpToUnix(self) -> None:
+        """
+        README: C{endpointkit relay tcp:8080:interface=127.0.0.1 unix:/run/app.sock}.
+        """
+        path = os.path.join(tempfile.mkdtemp(), "app.sock")
+        backend = Backend(lambda: Recorder(echo=True))
+        target = await backend.listen(self, UNIXServerEndpoint(_reactor, path))  # type: ignore[arg-type]
+        service = await self.relay("tcp:0:interface=127.0.0.1", target)
+        self.assertTrue(await self.roundTrip(service))
+        self.assertPath(service, 1)
+
+    async def test_unixToTcp(self) -> None:
+        """
+        README: C{endpointkit relay unix:/run/relay.sock tcp:127.0.0.1:8080}.
+        """
+        backend, target = await self.echoBackend()
+        path = os.path.join(tempfile.mkdtemp(), "relay.sock")
+        service = await self.relay(buildDescription("unix", path), target)
+        from twisted.internet.endpoints import UNIXClientEndpoint
+
+        client = Recorder()
+        await within(connectProtocol(UNIXClientEndpoint(_reactor, path), client))
+        self.assertTrue(await self.roundTrip(service, client))
+        self.assertPath(service, 1)
+
+    async def test_tlsTermination(self) -> None:
+        """
+        README: C{tls:} server termination in front of a plain backend.
+        """
+        from twisted.internet import ssl
+        from twisted.internet.endpoints import wrapClientTLS
+
+        directory = tempfile.mkdtemp()
+        pem = selfSignedPEM("localhost")
+        with open(os.path.join(directory, "localhost.pem"), "wb") as f:
+            f.write(pem)
+        backend, target = await self.echoBackend()
+        service = await self.relay(
+            buildDescription("tls", directory, 0, interface="127.0.0.1"), target)
+        trust = ssl.Certificate.loadPEM(pem)
+        options = ssl.optionsForClientTLS("localhost", trustRoot=trust)
+        endpoint = wrapClientTLS(options, TCP4ClientEndpoint(
+            _reactor, "127.0.0.1", self.relayAddress(service)))
+        client = Recorder()
+        await within(connectProtocol(endpoint, client))
+        payload = b"over tls " * 1000
+        client.transport.write(payload)  # type: ignore[union-attr]
+        await until(lambda: bytes(client.received) == payload, "the echo over TLS", debug=lambda: (len(client.received), client.reason, service.stats, [len(p.received) for p in backend.protocols]))
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        await within(client.lost)
+        self.assertEqual(bytes(backend.protocols[0].received), payload)
+        self.assertEqual(service.stats.spliced, 0)
+
+    async def test_socks5(self) -> None:
+        """
+        README: TCP to a backend through a SOCKS5 proxy.
+        """
+        from tests._support import startPeer
+
+        microsocks = requirePeer("microsocks")
+        proxyPort = freePort()
+        startPeer(self, [microsocks, "-i", "127.0.0.1", "-p", str(proxyPort)],  # type: ignore[arg-type]
+                  proxyPort)
+        backend, target = await self.echoBackend()
+        backendPort = int(target.rsplit(":", 1)[1])
+        connect = buildDescription("socks5", "127.0.0.1", backendPort,
+                                   endpoint=f"tcp:127.0.0.1:{proxyPort}")
+        service = await self.relay("tcp:0:interface=127.0.0.1", connect)
+        self.assertTrue(await self.roundTrip(service, halfClose=False))
+
+    async def test_httpConnect(self) -> None:
+        """
+        README: TCP to a backend through an HTTP CONNECT proxy.
+        """
+        from tests._support import startPeer
+
+        tinyproxy = requirePeer("tinyproxy")
+        proxyPort = freePort()
+        directory = tempfile.mkdtemp()
+        conf = os.path.join(directory, "tinyproxy.conf")
+        with open(conf, "w") as f:
+            f.write(f"Port {proxyPort}\nListen 127.0.0.1\nAllow 127.0.0.1\n"
+                    f"LogFile \"{directory}/log\"\nMaxClients 20\n")
+        startPeer(self, [tinyproxy, "-d", "-c", conf], proxyPort)  # type: ignore[arg-type]
+        backend, target = await self.echoBackend()
+        backendPort = int(target.rsplit(":", 1)[1])
+        connect = buildDescription("httpconnect", "127.0.0.1", backendPort,
+                                   endpoint=f"tcp:127.0.0.1:{proxyPort}")
+        service = await self.relay("tcp:0:interface=127.0.0.1", connect)
+        self.assertTrue(await self.roundTrip(service, halfClose=False))
+
+    async def test_reuseport(self) -> None:
+        """
+        README: C{reuseport:} to C{tcp:}.
+        """
+        backend, target = await self.echoBackend()
+        port = freePort()
+        service = await self.relay(f"reuseport:{port}:interface=127.0.0.1", target)
+        self.assertTrue(await self.roundTrip(service))
+        self.assertPath(service, 1)
+
+    async def test_memoryBackend(self) -> None:
+        """
+        A C{memory:} backend (as the demo uses) is relayed by copying.
+        """
+        from endpointkit._parse import serverFromString
+
+        name = f"relay-test-{id(self)}"
+        backend = Backend(lambda: Recorder(echo=True))
+        endpoint = serverFromString(_reactor, f"memory:{name}")
+        await backend.listen(self, endpoint)  # type: ignore[arg-type]
+        service = await self.relay("tcp:0:interface=127.0.0.1", f"memory:{name}")
+        self.assertTrue(await self.roundTrip(service))
+        self.assertEqual(service.stats.spliced, 0)
+
+    # Real processes.
+
+    async def test_integrity(self) -> None:
+        """
+        Random bytes both ways at once through the relay command arrive
+        intact (sha256), then each direction's end.
+        """
+        total = INTEGRITY_BYTES
+        server = socket.socket()
+        self.addCleanup(server.close)  # type: ignore[attr-defined]
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(WAIT)
+        target = server.getsockname()[1]
+        port = freePort()
+        relay = RelayProcess(self, [*self.flags, f"tcp:{port}:interface=127.0.0.1",  # type: ignore[arg-type]
+                                    f"tcp:127.0.0.1:{target}"], port)
+        results: dict[str, Any] = {}
+
+        def backendSide() -> None:
+            # The readiness probe connects and goes away first.
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.settimeout(WAIT)
+                    try:
+                        first = conn.recv(1, socket.MSG_PEEK)
+                    except OSError:
+                        continue
+                    if not first:
+                        continue
+                    _exchange(conn, 2, total, results, "backend")
+                    return
+
+        def clientSide() -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+                _exchange(sock, 1, total, results, "client")
+
+        await within(defer.gatherResults([threads.deferToThread(backendSide),
+                                          threads.deferToThread(clientSide)]), WAIT * 4)
+        self.assertEqual(results["backend-got"], (total, results["client-sent"]))
+        self.assertEqual(results["client-got"], (total, results["backend-sent"]))
+        code, output = relay.stop()
+        self.assertEqual(code, 0, output)
+        # The readiness probe was relayed too: two relays.
+        self.assertIn(f"total=2 failed=0 spliced={2 if self.splice else 0}", output)
+
+    async def test_slowReaderRSS(self) -> None:
+        """
+        256 MiB pushed at a backend that reads about 1 MiB/s for a while: the
+        relay process's memory stays bounded.
+        """
+        total = 256 << 20
+        server = socket.socket()
+        self.addCleanup(server.close)  # type: ignore[attr-defined]
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(WAIT)
+        target = server.getsockname()[1]
+        port = freePort()
+        relay = RelayProcess(self, [*self.flags, f"tcp:{port}:interface=127.0.0.1",  # type: ignore[arg-type]
+                                    f"tcp:127.0.0.1:{target}"], port)
+        baseline = _vmRSS(relay.process.pid)
+        peak = [baseline]
+        done = threading.Event()
+        results: dict[str, Any] = {}
+
+        def sample() -> None:
+            while not done.wait(0.05):
+                try:
+                    peak[0] = max(peak[0], _vmRSS(relay.process.pid))
+                except (OSError, AssertionError):
+                    return
+
+        def backendSide() -> None:
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.settimeout(WAIT)
+                    try:
+                        if not conn.recv(1, socket.MSG_PEEK):
+                            continue
+                    except OSError:
+                        continue
+                    results["got"] = _readStream(conn, slow=1 << 20, slowFor=3.0)
+                    return
+
+        def clientSide() -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+                results["sent"] = _sendStream(sock, 3, total)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            await within(defer.gatherResults([threads.deferToThread(backendSide),
+                                              threads.deferToThread(clientSide)]), WAIT * 4)
+        finally:
+            done.set()
+            sampler.join(WAIT)
+        self.assertEqual(results["got"], (total, results["sent"]))
+        self.assertLess(peak[0] - baseline, 24 << 20)
+        code, output = relay.stop()
+        self.assertEqual(code, 0, output)
+
+    async def test_commandEndToEnd(self) -> None:
+        """
+        C{endpointkit relay} as a process: relays, logs stats, and on SIGTERM
+        drains and exits 0.
+        """
+        backend, target = await self.echoBackend()
+        port = freePort()
+        relay = RelayProcess(self, [*self.flags, "--stats-interval", "0.2",  # type: ignore[arg-type]
+                                    f"tcp:{port}:interface=127.0.0.1", target], port)
+        client = Recorder()
+        await within(connectProtocol(TCP4ClientEndpoint(_reactor, "127.0.0.1", port), client))
+        client.transport.write(b"through the command")  # type: ignore[union-attr]
+        client.transport.loseWriteConnection()  # type: ignore[union-attr]
+        await within(client.lost)
+        self.assertEqual(bytes(client.received), b"through the command")
+        await until(lambda: "relay stats: open=0 total=2" in relay.output(), "a stats line")
+        code, output = await threads.deferToThread(relay.stop)
+        self.assertEqual(code, 0, output)
+        self.assertIn("relaying to " + target, output)
+
+    async def test_twistdEndToEnd(self) -> None:
+        """
+        C{twistd -n endpointkit-relay --listen ... --connect ...} relays and
+        exits 0 on SIGTERM.
+        """
+        backend, target = await self.echoBackend()
+        port = freePort()
+        twistd = os.path.join(os.path.dirname(PYTHON), "twistd")
+        relay = RelayProcess(
+            self, [*self.flags, "--listen", f"tcp:{port}:interface=127.0.0.1",  # type: ignore[arg-type]
+                   "--connect", target], port,
+            command=[twistd, "-n", "--pidfile=", "-l", "-", "endpointkit-relay"])
+        client = Recorder()
+        await within(connectProtocol(TCP4ClientEndpoint(_reactor, "127.0.0.1", port), client))
+        client.transport.write(b"through twistd")  # type: ignore[union-attr]
+        client.transport.loseWriteConnection()  # type: ignore[union-attr]
+        await within(client.lost)
+        self.assertEqual(bytes(client.received), b"through twistd")
+        code, output = await threads.deferToThread(relay.stop)
+        # twistd ends itself with the signal it stopped on, after a clean
+        # shutdown, so that its parent sees why it stopped.
+        self.assertIn(code, (0, -signal.SIGTERM), output)
+        self.assertIn("Server Shut Down.", output)
+        self.assertIn("relay stats: open=0 total=2", output)
+
+
+class SpliceRelayTests(RelayTestsMixin, TestCase):
+    """
+    The relay tests over the splice path.
+    """
+
+    splice = True
+    flags: list[str] = []
+
+    def setUp(self) -> None:
+        if sys.platform.startswith("linux"):
+            self.assertTrue(_splice.pipeWorks(), "splice must work on Linux")
+        elif not _splice.spliceAvailable():
+            self.splice = False
+
+
+class CopyRelayTests(RelayTestsMixin, TestCase):
+    """
+    The relay tests over the copying path.
+    """
+
+    splice = False
+    flags = ["--no-splice"]
+
+
+class OptionsTests(TestCase):
+    """
+    The command line, shared with the twistd plugin.
+    """
+
+    def parse(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_positional(self) -> None:
+        options = self.parse("--connect-timeout", "2.5", "--max-connections", "7",
+                             "tcp:8080", "unix:/tmp/x.sock")
+        self.assertEqual(options["listen"], "tcp:8080")
+        self.assertEqual(options["connect"], "unix:/tmp/x.sock")
+        self.assertEqual(options["connect-timeout"], 2.5)
+        self.assertEqual(options["max-connections"], 7)
+        self.assertFalse(options["no-splice"])
+
+    def test_keywords(self) -> None:
+        options = self.parse("--listen", "tcp:8080", "--connect", "tcp:example.com:80",
+                             "--no-splice", "--idle-timeout", "30", "--drain-timeout", "0")
+        self.assertEqual(options["connect"], "tcp:example.com:80")
+        self.assertTrue(options["no-splice"])
+        self.assertEqual(options["idle-timeout"], 30.0)
+        self.assertEqual(options["drain-timeout"], 0.0)
+
+    def test_demo(self) -> None:
+        options = self.parse("--demo")
+        self.assertEqual(options["listen"], "tcp:8000:interface=127.0.0.1")
+        self.assertEqual(options["connect"], DEMO_BACKEND)
+
+    def test_errors(self) -> None:
+        from twisted.python.usage import UsageError
+
+        for argv, expected in [
+            ((), "missing LISTEN and CONNECT"),
+            (("tcp:80",), "missing CONNECT"),
+            (("tcp:80", "tcp:x:1", "extra"), "too many"),
+            (("tcp:http", "tcp:x:1"), "listen: "),
+            (("tcp:80", "socks5:h:99999:endpoint=tcp\\:p\\:1:password=s3cret:user=x"), "connect: "),
+            (("--connect-timeout", "soon", "tcp:80", "tcp:x:1"), "--connect-timeout must be"),
+            (("--max-connections", "-1", "tcp:80", "tcp:x:1"), "--max-connections"),
+            (("--listen", "tcp:1", "tcp:80", "tcp:x:1"), "given twice"),
+        ]:
+            with self.assertRaises(UsageError) as caught:
+                self.parse(*argv)
+            self.assertIn(expected, str(caught.exception))
+            self.assertNotIn("s3cret", str(caught.exception))
+
+    def test_mainUsageError(self) -> None:
+        """
+        A bad command line exits 2 before anything runs.
+        """
+        from io import StringIO
+
+        err = StringIO()
+        old = sys.stderr
+        sys.stderr = err
+        try:
+            code = main(["tcp:80"])
+        finally:
+            sys.stderr = old
+        self.assertEqual(code, 2)
+        self.assertIn("endpointkit relay: missing CONNECT", err.getvalue())
+
+    def test_stats(self) -> None:
+        stats = RelayStats(open=2, total=9, failed=1, spliced=3, up=5 << 30, down=1536)
+        self.assertEqual(stats.line(), "relay stats: open=2 total=9 failed=1 spliced=3 "
+                                       "up=5.0 GiB down=1.5 KiB")
+
+    def test_describeAddress(self) -> None:
+        from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+        self.assertEqual(describeAddress(IPv4Address("TCP", "127.0.0.1", 5)), "tcp:127.0.0.1:5")
+        self.assertEqual(describeAddress(IPv6Address("TCP", "::1", 5)), "tcp:[::1]:5")
+        self.assertEqual(describeAddress(UNIXAddress(b"/tmp/s")), "unix:/tmp/s")
+
+    def test_pluginImportIsCheap(self) -> None:
+        """
+        Importing the twistd plugin module loads neither the relay nor
+        endpointkit's endpoint families.
+        """
+        code = ("import sys; sys.path.insert(0, %r); import twisted.plugins.endpointkit_relay as p;"
+                " print(p.endpointkitRelay.tapname);"
+                " print(sorted(m for m in sys.modules if m.startswith('endpointkit')))") % ROOT
+        out = subprocess.run([PYTHON, "-c", code], capture_output=True, env=_env(),
+                             timeout=WAIT, check=True).stdout.decode().split("\n")
+        self.assertEqual(out[0], "endpointkit-relay")
+        self.assertEqual(out[1], "[]")
+
+    def test_tapnameUnique(self) -> None:
+        """
+        The plugin's name is not one of Twisted's own.
+        """
+        from twisted.application.service import IServiceMaker
+        from twisted.plugin import getPlugins
+
+        names = [p.tapname for p in getPlugins(IServiceMaker)]
+        self.assertEqual(names.count("endpointkit-relay"), 1)
+        self.assertIn("portforward", names)
+
+
+class DemoTests(TestCase):
+    """
+    C{endpointkit relay --demo}: README's first command.
+    """
+
+    def test_demo(self) -> None:
+        port = freePort()
+        relay = RelayProcess(self, ["--demo", f"tcp:{port}:interface=127.0.0.1"], port)
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := s.recv(65536):
+                response += chunk
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 OK"), response)
+        self.assertIn(b"endpointkit relay demo", response)
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(b"hello relay\n")
+            s.shutdown(socket.SHUT_WR)
+            echoed = b""
+            while chunk := s.recv(65536):
+                echoed += chunk
+        self.assertEqual(echoed, b"hello relay\n")
+        code, output = relay.stop()
+        self.assertEqual(code, 0, output)
+        self.assertIn(f"curl http://127.0.0.1:{port}/", output)
+        self.assertIn(f"nc 127.0.0.1 {port}", output)
