@@ -70,6 +70,7 @@ A protocol factory: anything that provides L{IProtocolFactory}, spelled so
 that type checkers without the zope.interface plugin accept a L{Factory}.
 """
 
+DEFAULT_LISTEN_TIMEOUT = 30.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
 DEFAULT_ABORT_GRACE = 2.0
 
@@ -500,10 +501,15 @@ class TrackedPort:
 
 
 def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
-           factory: ProtocolFactory, reactor: Any = None) -> defer.Deferred[TrackedPort]:
+           factory: ProtocolFactory, reactor: Any = None,
+           timeout: float | None = DEFAULT_LISTEN_TIMEOUT) -> defer.Deferred[TrackedPort]:
     """
     Listen on an endpoint or a server description, with C{factory} wrapped
     in a L{TrackingFactory} (unless it is one already).
+
+    @param timeout: seconds to wait for an endpoint that listens
+        asynchronously (most listen at once); L{None} waits forever.  A port
+        that arrives after the deadline is closed.
 
     @return: a Deferred that fires with a L{TrackedPort}, or fails with
         L{ListenError} when listening failed, or with L{DescriptionError}
@@ -566,7 +572,47 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
     listenOn: Any = endpoint.listen
     d: defer.Deferred[Any] = defer.maybeDeferred(listenOn, tracker)
     result: defer.Deferred[TrackedPort] = d.addCallbacks(listening, failed)
-    return result
+    if result.called or timeout is None:
+        return result
+    return _withDeadline(result, timeout, reactor, description)
+
+
+def _withDeadline(d: defer.Deferred[TrackedPort], timeout: float, clock: Any,
+                  description: str) -> defer.Deferred[TrackedPort]:
+    """
+    C{d}, or a L{ListenError} once C{timeout} seconds pass.  C{d} is left
+    to finish rather than cancelled (an endpoint without a canceller would
+    drop its port unclosed); a port that arrives after the deadline, or
+    after the caller cancelled, is closed.
+    """
+    def cancelled(_: object) -> None:
+        if timer.active():
+            timer.cancel()
+
+    out: defer.Deferred[TrackedPort] = defer.Deferred(cancelled)
+
+    def expire() -> None:
+        out.errback(ListenError(description, f"no port after {timeout:g} s",
+                                "the endpoint never finished listening"))
+
+    timer = clock.callLater(timeout, expire)
+
+    def settle(result: object) -> None:
+        if timer.active():
+            timer.cancel()
+        if not out.called:
+            if isinstance(result, Failure):
+                out.errback(result)
+            else:
+                out.callback(cast(TrackedPort, result))
+        elif isinstance(result, TrackedPort):
+            _log.warn("endpointkit: closing {description}, which listened after the "
+                      "{timeout} s deadline", description=description, timeout=timeout)
+            stopListening(result).addErrback(
+                lambda f: _log.failure("endpointkit: closing a late port failed", f))
+
+    d.addBoth(settle)
+    return out
 
 
 def _chained(error: ListenError, cause: BaseException) -> ListenError:

@@ -423,6 +423,52 @@ class ListenErrorTests(_Base):
         error = yield self.assertFailure(listen("tcp:https", echoFactory()), DescriptionError)
         self.assertIn("tcp: argument 'port'", str(error))
 
+    def test_neverListens(self) -> None:
+        """
+        An endpoint that never answers fails at the deadline; no delayed
+        call is left behind.
+        """
+        clock = Clock()
+        d = listen(_NeverEndpoint(), echoFactory(), clock, timeout=5)
+        clock.advance(4.9)
+        self.assertNoResult(d)
+        clock.advance(0.1)
+        error = self.failureResultOf(d, ListenError).value
+        self.assertTrue(str(error).startswith("listen <"), str(error))
+        self.assertTrue(str(error).endswith(": no port after 5 s (the endpoint never "
+                                            "finished listening)"), str(error))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_lateListenIsClosed(self) -> None:
+        clock = Clock()
+        endpoint = _LateEndpoint()
+        d = listen(endpoint, echoFactory(), clock, timeout=5)
+        clock.advance(5)
+        self.failureResultOf(d, ListenError)
+        port = _FakePort(TrackingFactory(echoFactory()))
+        endpoint.d.callback(port)
+        self.assertEqual(port.stopped, 1)
+
+    def test_cancelledThenListens(self) -> None:
+        clock = Clock()
+        endpoint = _LateEndpoint()
+        d = listen(endpoint, echoFactory(), clock, timeout=5)
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        port = _FakePort(TrackingFactory(echoFactory()))
+        endpoint.d.callback(port)
+        self.assertEqual(port.stopped, 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_asyncListenInTime(self) -> None:
+        clock = Clock()
+        endpoint = _LateEndpoint()
+        d = listen(endpoint, echoFactory(), clock, timeout=5)
+        port = _FakePort(TrackingFactory(echoFactory()))
+        endpoint.d.callback(port)
+        self.assertIs(self.successResultOf(d).wrappedPort, port)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     @defer.inlineCallbacks
     def test_multiMemberInUse(self) -> Inline:
         if not available("endpointkit.multi"):
@@ -1048,6 +1094,14 @@ class EndpointServiceTests(_Base):
         self.assertNotEqual(process.wait(60), 0)
         self.assertIn(f"listen tcp:{port}:interface=127.0.0.1: address already in use: "
                       f"port {port} on 127.0.0.1 is taken", _tail(log))
+
+
+class _LateEndpoint:
+    def __init__(self) -> None:
+        self.d: defer.Deferred[Any] = defer.Deferred()
+
+    def listen(self, factory: Any) -> defer.Deferred[Any]:
+        return self.d
 
 
 class _NeverEndpoint:
