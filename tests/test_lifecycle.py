@@ -49,7 +49,7 @@ from endpointkit.lifecycle import (
     listen,
     stopListening,
 )
-from tests._support import PYTHON, freePort, requirePeer
+from tests._support import PYTHON, freePort, openFileDescriptors, requirePeer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -512,11 +512,15 @@ class StopListeningTests(_Base):
     @defer.inlineCallbacks
     def rebindLoop(self, description: str, check: Callable[[], None] = lambda: None) -> Inline:
         factory = echoFactory()
+        port = yield listen(description, factory)
+        yield stopListening(port)
+        descriptors = openFileDescriptors()
         for _ in range(REBINDS):
             port = yield listen(description, factory)
             yield stopListening(port)
             check()
         self.assertEqual(factory.numPorts, 0)
+        self.assertEqual(openFileDescriptors(), descriptors)
 
     def test_rebindTCP(self) -> defer.Deferred[None]:
         return self.rebindLoop(f"tcp:{freePort()}:interface=127.0.0.1")
