@@ -34,7 +34,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -48,6 +48,10 @@ from endpointkit._description import (
 )
 
 log = Logger(namespace="endpointkit.relay")
+
+# Twisted's application and failure modules are untyped; called through these.
+_Failure: Any = Failure
+_Service: Any = Service
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_DRAIN_TIMEOUT = 10.0
@@ -114,7 +118,7 @@ def describeAddress(address: IAddress | None) -> str:
     return repr(address)
 
 
-_DONE = Failure(ConnectionDone())
+_DONE: Failure = _Failure(ConnectionDone())
 
 
 class _End(Protocol):
@@ -224,7 +228,7 @@ class _BackendFactory(Factory):
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
 
-    def buildProtocol(self, addr: IAddress) -> _BackendEnd:
+    def buildProtocol(self, addr: IAddress | None) -> _BackendEnd:
         return _BackendEnd(self.relay)
 
 
@@ -254,12 +258,16 @@ def _connectWithCancel(reactor: Any, endpoint: IStreamClientEndpoint, factory: F
     def done(result: Any) -> Any:
         if call.active():
             call.cancel()
-        if timedOut and isinstance(result, Failure) and result.check(defer.CancelledError):
-            return Failure(TimeoutError(f"no connection within {timeout:g} s"))
+        if timedOut and isinstance(result, Failure) and _checks(result, defer.CancelledError):
+            return _Failure(TimeoutError(f"no connection within {timeout:g} s"))  # type: ignore[no-untyped-call]
         return result
 
     d.addBoth(done)
     return d
+
+
+def _checks(failure: Failure, kind: type[BaseException]) -> bool:
+    return isinstance(failure.value, kind)
 
 
 def _reason(failure: Failure) -> str:
@@ -375,7 +383,7 @@ class Relay:
 
     def _connectFailed(self, failure: Failure) -> None:
         self.connecting = None
-        if failure.check(defer.CancelledError) and self.client.lost:
+        if _checks(failure, defer.CancelledError) and self.client.lost:
             return
         self.factory.stats.failed += 1
         log.warn("relay: could not connect {peer} to {target}: {reason}",
@@ -452,7 +460,7 @@ class RelayFactory(ServerFactory):
     Builds a relay for each accepted connection, to C{connectEndpoint}.
     """
 
-    protocol = _ClientEnd  # type: ignore[assignment]
+    protocol = _ClientEnd
     noisy = False
 
     def __init__(self, reactor: Any, connectEndpoint: IStreamClientEndpoint,
@@ -470,7 +478,7 @@ class RelayFactory(ServerFactory):
         self.relays: set[Relay] = set()
         self._idleWaiters: list[Deferred[None]] = []
 
-    def buildProtocol(self, addr: IAddress) -> _ClientEnd | None:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress | None) -> _ClientEnd | None:
         if self.maxConnections and self.stats.open >= self.maxConnections:
             log.warn("relay: refusing {peer}: {n} connections open (the limit)",
                      peer=describeAddress(addr), n=self.stats.open)
@@ -536,7 +544,7 @@ class RelayService(Service):
         return self.factory.stats
 
     def startService(self) -> None:
-        Service.startService(self)
+        _Service.startService(self)
         endpoint = parseDescription(self.listenDescription, "server").build(self.reactor)
         d = endpoint.listen(self.factory)
 
@@ -563,7 +571,7 @@ class RelayService(Service):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        Service.stopService(self)
+        _Service.stopService(self)
         if self._stats is not None and self._stats.running:
             self._stats.stop()
         self._stats = None
@@ -599,13 +607,17 @@ def _within(reactor: Any, d: Deferred[None], timeout: float) -> Deferred[None]:
     C{d}, or nothing after C{timeout} seconds, whichever comes first.
     """
     result: Deferred[None] = Deferred()
-    call = reactor.callLater(timeout, lambda: result.called or result.callback(None))
+
+    def fire() -> None:
+        if not result.called:
+            result.callback(None)
+
+    call = reactor.callLater(timeout, fire)
 
     def fired(_: object) -> None:
         if call.active():
             call.cancel()
-        if not result.called:
-            result.callback(None)
+        fire()
 
     d.addBoth(fired)
     return result
@@ -725,11 +737,13 @@ def makeService(options: Options) -> Service:
     relay = serviceFromOptions(options)
     if not options["demo"]:
         return relay
-    top = MultiService()
-    demo = DemoBackendService(DEMO_BACKEND)
+    top: Any = MultiService()  # type: ignore[no-untyped-call]
+    demo: Any = DemoBackendService(DEMO_BACKEND)
     demo.setServiceParent(top)
-    relay.setServiceParent(top)
-    return top
+    service: Any = relay
+    service.setServiceParent(top)
+    result: Service = top
+    return result
 
 
 # The demo backend: echo for anything, HTTP for what looks like a request.
@@ -795,7 +809,7 @@ class DemoBackendService(Service):
         self.listening: Deferred[IListeningPort] = Deferred()
 
     def startService(self) -> None:
-        Service.startService(self)
+        _Service.startService(self)
         reactor = self.reactor
         if reactor is None:
             from twisted.internet import reactor as reactor
@@ -810,7 +824,7 @@ class DemoBackendService(Service):
         d.chainDeferred(self.listening)
 
     def stopService(self) -> Any:
-        Service.stopService(self)
+        _Service.stopService(self)
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()
@@ -820,6 +834,7 @@ class DemoBackendService(Service):
 # The command.
 
 
+@implementer(ILogObserver)
 class _LineObserver:
     """
     Log events as one readable line each: time, level, text.
@@ -847,7 +862,7 @@ def main(argv: Sequence[str], reactor: Any = None) -> int:
     C{endpointkit relay ARGS...}: run a relay until SIGTERM or SIGINT, then
     drain and exit 0.  Returns the exit status.
     """
-    options = Options()
+    options: Any = Options()  # type: ignore[no-untyped-call]
     try:
         options.parseOptions(list(argv))
     except usage.UsageError as e:
@@ -859,7 +874,8 @@ def main(argv: Sequence[str], reactor: Any = None) -> int:
 
     from twisted.logger import globalLogBeginner
 
-    globalLogBeginner.beginLoggingTo([_LineObserver(sys.stderr)],
+    observer: Any = _LineObserver(sys.stderr)
+    globalLogBeginner.beginLoggingTo([observer],
                                      redirectStandardIO=False)
     if reactor is None:
         from twisted.internet import reactor as reactor
@@ -900,7 +916,7 @@ def main(argv: Sequence[str], reactor: Any = None) -> int:
                 demo.listening.addErrback(fail)
             service.startService()
         except DescriptionError as e:
-            fail(Failure(e))
+            fail(_Failure(e))
             return
         service.listening.addCallbacks(started, fail)
 

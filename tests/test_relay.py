@@ -586,7 +586,7 @@ class RelayTestsMixin:
         A relay with no bytes either way for the idle timeout is closed.
         """
         events = captureLog(self)  # type: ignore[arg-type]
-        backend, target = await self.echoBackend()
+        _backend, target = await self.echoBackend()
         service = await self.relay("tcp:0:interface=127.0.0.1", target, idleTimeout=0.3)
         client = await self.connect(service, Recorder())
         client.transport.write(b"x")  # type: ignore[union-attr]
@@ -613,7 +613,7 @@ class RelayTestsMixin:
         Stopping the service stops accepting at once, lets an open relay go
         on, and finishes when it ends.
         """
-        backend, target = await self.echoBackend()
+        _backend, target = await self.echoBackend()
         service = await self.relay("tcp:0:interface=127.0.0.1", target, drainTimeout=WAIT)
         port = self.relayAddress(service)
         client = await self.connect(service, Recorder())
@@ -628,13 +628,14 @@ class RelayTestsMixin:
         self.assertFalse(stopped.called)
         client.transport.loseWriteConnection()  # type: ignore[union-attr]
         await within(stopped)
-        self.assertTrue(client.lost.called)
+        await within(client.lost)
+        self.assertEqual(service.stats.open, 0)
 
     async def test_drainTimeoutCloses(self) -> None:
         """
         Relays still open when the drain timeout ends are closed.
         """
-        backend, target = await self.echoBackend()
+        _backend, target = await self.echoBackend()
         service = await self.relay("tcp:0:interface=127.0.0.1", target, drainTimeout=0.2)
         client = await self.connect(service, Recorder())
         client.transport.write(b"x")  # type: ignore[union-attr]
@@ -677,7 +678,7 @@ class RelayTestsMixin:
         """
         README: C{endpointkit relay unix:/run/relay.sock tcp:127.0.0.1:8080}.
         """
-        backend, target = await self.echoBackend()
+        _backend, target = await self.echoBackend()
         path = os.path.join(tempfile.mkdtemp(), "relay.sock")
         service = await self.relay(buildDescription("unix", path), target)
         from twisted.internet.endpoints import UNIXClientEndpoint
@@ -725,7 +726,7 @@ class RelayTestsMixin:
         proxyPort = freePort()
         startPeer(self, [microsocks, "-i", "127.0.0.1", "-p", str(proxyPort)],  # type: ignore[arg-type]
                   proxyPort)
-        backend, target = await self.echoBackend()
+        _backend, target = await self.echoBackend()
         backendPort = int(target.rsplit(":", 1)[1])
         connect = buildDescription("socks5", "127.0.0.1", backendPort,
                                    endpoint=f"tcp:127.0.0.1:{proxyPort}")
@@ -746,7 +747,7 @@ class RelayTestsMixin:
             f.write(f"Port {proxyPort}\nListen 127.0.0.1\nAllow 127.0.0.1\n"
                     f"LogFile \"{directory}/log\"\nMaxClients 20\n")
         startPeer(self, [tinyproxy, "-d", "-c", conf], proxyPort)  # type: ignore[arg-type]
-        backend, target = await self.echoBackend()
+        _backend, target = await self.echoBackend()
         backendPort = int(target.rsplit(":", 1)[1])
         connect = buildDescription("httpconnect", "127.0.0.1", backendPort,
                                    endpoint=f"tcp:127.0.0.1:{proxyPort}")
@@ -757,7 +758,7 @@ class RelayTestsMixin:
         """
         README: C{reuseport:} to C{tcp:}.
         """
-        backend, target = await self.echoBackend()
+        _backend, target = await self.echoBackend()
         port = freePort()
         service = await self.relay(f"reuseport:{port}:interface=127.0.0.1", target)
         self.assertTrue(await self.roundTrip(service))
@@ -886,7 +887,7 @@ class RelayTestsMixin:
         C{endpointkit relay} as a process: relays, logs stats, and on SIGTERM
         drains and exits 0.
         """
-        backend, target = await self.echoBackend()
+        _backend, target = await self.echoBackend()
         port = freePort()
         relay = RelayProcess(self, [*self.flags, "--stats-interval", "0.2",  # type: ignore[arg-type]
                                     f"tcp:{port}:interface=127.0.0.1", target], port)
@@ -906,7 +907,7 @@ class RelayTestsMixin:
         C{twistd -n endpointkit-relay --listen ... --connect ...} relays and
         exits 0 on SIGTERM.
         """
-        backend, target = await self.echoBackend()
+        _backend, target = await self.echoBackend()
         port = freePort()
         twistd = os.path.join(os.path.dirname(PYTHON), "twistd")
         relay = RelayProcess(
@@ -1034,9 +1035,9 @@ class OptionsTests(TestCase):
         Importing the twistd plugin module loads neither the relay nor
         endpointkit's endpoint families.
         """
-        code = ("import sys; sys.path.insert(0, %r); import twisted.plugins.endpointkit_relay as p;"
+        code = (f"import sys; sys.path.insert(0, {ROOT!r}); import twisted.plugins.endpointkit_relay as p;"
                 " print(p.endpointkitRelay.tapname);"
-                " print(sorted(m for m in sys.modules if m.startswith('endpointkit')))") % ROOT
+                " print(sorted(m for m in sys.modules if m.startswith('endpointkit')))")
         out = subprocess.run([PYTHON, "-c", code], capture_output=True, env=_env(),
                              timeout=WAIT, check=True).stdout.decode().split("\n")
         self.assertEqual(out[0], "endpointkit-relay")

@@ -6,7 +6,7 @@ runs it.
 
 from twisted.application.service import ServiceMaker
 
-endpointkitRelay = ServiceMaker(
+endpointkitRelay = ServiceMaker(  # type: ignore[no-untyped-call]
     "endpointkit relay",
     "endpointkit.relay",
     "Relay connections from any server endpoint to any client endpoint.",
