@@ -13,25 +13,276 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_API = {
-    "DescriptionError": "endpointkit._description",
-    "buildDescription": "endpointkit._description",
-    "quoteArgument": "endpointkit._description",
-    "parseDescription": "endpointkit._description",
-    "clientFromString": "endpointkit._parse",
-    "serverFromString": "endpointkit._parse",
+_MODULES = {
+    "endpointkit._description": (
+        "DescriptionError",
+        "buildDescription",
+        "parseDescription",
+        "quoteArgument",
+    ),
+    "endpointkit._parse": (
+        "clientFromString",
+        "serverFromString",
+    ),
+    "endpointkit.deadline": (
+        "ConnectTimeout",
+        "TimeoutEndpoint",
+        "connectWithTimeout",
+    ),
+    "endpointkit.lifecycle": (
+        "CannotDescribePort",
+        "DrainResult",
+        "EndpointService",
+        "ListenError",
+        "TrackingFactory",
+        "clientDescriptionFor",
+        "clientDescriptionsFor",
+        "gracefulStop",
+        "listen",
+        "stopListening",
+    ),
+    "endpointkit.proxy": (
+        "HTTPConnectClientEndpoint",
+        "SOCKS4aClientEndpoint",
+        "SOCKS5ClientEndpoint",
+    ),
+    "endpointkit._socks": (
+        "AddressTypeNotSupported",
+        "CommandNotSupported",
+        "ConnectionNotAllowedByRuleset",
+        "ConnectionRefused",
+        "GeneralSOCKSFailure",
+        "HTTPProxyRefused",
+        "HostUnreachable",
+        "MalformedProxyReply",
+        "NetworkUnreachable",
+        "ProxyAuthenticationFailed",
+        "ProxyClosedConnection",
+        "ProxyError",
+        "ProxyHandshakeTimeout",
+        "ProxyRefused",
+        "SOCKS4Rejected",
+        "TTLExpired",
+        "TruncatedProxyReply",
+    ),
+    "endpointkit.memory": (
+        "MemoryAddress",
+        "MemoryClientEndpoint",
+        "MemoryServerEndpoint",
+        "pump",
+    ),
+    "endpointkit.reuseport": (
+        "ReusePortServerEndpoint",
+    ),
+    "endpointkit.adopt": (
+        "AdoptedServerEndpoint",
+    ),
+    "endpointkit.multi": (
+        "MultiListenError",
+        "MultiServerEndpoint",
+    ),
+    "endpointkit.limit": (
+        "LimitServerEndpoint",
+    ),
 }
+_API = {name: module for module, names in _MODULES.items() for name in names}
 
 if TYPE_CHECKING:
     from endpointkit._description import (
-        DescriptionError,
-        buildDescription,
-        parseDescription,
-        quoteArgument,
+        DescriptionError as DescriptionError,
     )
-    from endpointkit._parse import clientFromString, serverFromString
+    from endpointkit._description import (
+        buildDescription as buildDescription,
+    )
+    from endpointkit._description import (
+        parseDescription as parseDescription,
+    )
+    from endpointkit._description import (
+        quoteArgument as quoteArgument,
+    )
+    from endpointkit._parse import (
+        clientFromString as clientFromString,
+    )
+    from endpointkit._parse import (
+        serverFromString as serverFromString,
+    )
+    from endpointkit._socks import (
+        AddressTypeNotSupported as AddressTypeNotSupported,
+    )
+    from endpointkit._socks import (
+        CommandNotSupported as CommandNotSupported,
+    )
+    from endpointkit._socks import (
+        ConnectionNotAllowedByRuleset as ConnectionNotAllowedByRuleset,
+    )
+    from endpointkit._socks import (
+        ConnectionRefused as ConnectionRefused,
+    )
+    from endpointkit._socks import (
+        GeneralSOCKSFailure as GeneralSOCKSFailure,
+    )
+    from endpointkit._socks import (
+        HostUnreachable as HostUnreachable,
+    )
+    from endpointkit._socks import (
+        HTTPProxyRefused as HTTPProxyRefused,
+    )
+    from endpointkit._socks import (
+        MalformedProxyReply as MalformedProxyReply,
+    )
+    from endpointkit._socks import (
+        NetworkUnreachable as NetworkUnreachable,
+    )
+    from endpointkit._socks import (
+        ProxyAuthenticationFailed as ProxyAuthenticationFailed,
+    )
+    from endpointkit._socks import (
+        ProxyClosedConnection as ProxyClosedConnection,
+    )
+    from endpointkit._socks import (
+        ProxyError as ProxyError,
+    )
+    from endpointkit._socks import (
+        ProxyHandshakeTimeout as ProxyHandshakeTimeout,
+    )
+    from endpointkit._socks import (
+        ProxyRefused as ProxyRefused,
+    )
+    from endpointkit._socks import (
+        SOCKS4Rejected as SOCKS4Rejected,
+    )
+    from endpointkit._socks import (
+        TruncatedProxyReply as TruncatedProxyReply,
+    )
+    from endpointkit._socks import (
+        TTLExpired as TTLExpired,
+    )
+    from endpointkit.adopt import (
+        AdoptedServerEndpoint as AdoptedServerEndpoint,
+    )
+    from endpointkit.deadline import (
+        ConnectTimeout as ConnectTimeout,
+    )
+    from endpointkit.deadline import (
+        TimeoutEndpoint as TimeoutEndpoint,
+    )
+    from endpointkit.deadline import (
+        connectWithTimeout as connectWithTimeout,
+    )
+    from endpointkit.lifecycle import (
+        CannotDescribePort as CannotDescribePort,
+    )
+    from endpointkit.lifecycle import (
+        DrainResult as DrainResult,
+    )
+    from endpointkit.lifecycle import (
+        EndpointService as EndpointService,
+    )
+    from endpointkit.lifecycle import (
+        ListenError as ListenError,
+    )
+    from endpointkit.lifecycle import (
+        TrackingFactory as TrackingFactory,
+    )
+    from endpointkit.lifecycle import (
+        clientDescriptionFor as clientDescriptionFor,
+    )
+    from endpointkit.lifecycle import (
+        clientDescriptionsFor as clientDescriptionsFor,
+    )
+    from endpointkit.lifecycle import (
+        gracefulStop as gracefulStop,
+    )
+    from endpointkit.lifecycle import (
+        listen as listen,
+    )
+    from endpointkit.lifecycle import (
+        stopListening as stopListening,
+    )
+    from endpointkit.limit import (
+        LimitServerEndpoint as LimitServerEndpoint,
+    )
+    from endpointkit.memory import (
+        MemoryAddress as MemoryAddress,
+    )
+    from endpointkit.memory import (
+        MemoryClientEndpoint as MemoryClientEndpoint,
+    )
+    from endpointkit.memory import (
+        MemoryServerEndpoint as MemoryServerEndpoint,
+    )
+    from endpointkit.memory import (
+        pump as pump,
+    )
+    from endpointkit.multi import (
+        MultiListenError as MultiListenError,
+    )
+    from endpointkit.multi import (
+        MultiServerEndpoint as MultiServerEndpoint,
+    )
+    from endpointkit.proxy import (
+        HTTPConnectClientEndpoint as HTTPConnectClientEndpoint,
+    )
+    from endpointkit.proxy import (
+        SOCKS4aClientEndpoint as SOCKS4aClientEndpoint,
+    )
+    from endpointkit.proxy import (
+        SOCKS5ClientEndpoint as SOCKS5ClientEndpoint,
+    )
+    from endpointkit.reuseport import (
+        ReusePortServerEndpoint as ReusePortServerEndpoint,
+    )
 
-__all__ = sorted(_API)
+__all__ = [
+    "AddressTypeNotSupported",
+    "AdoptedServerEndpoint",
+    "CannotDescribePort",
+    "CommandNotSupported",
+    "ConnectTimeout",
+    "ConnectionNotAllowedByRuleset",
+    "ConnectionRefused",
+    "DescriptionError",
+    "DrainResult",
+    "EndpointService",
+    "GeneralSOCKSFailure",
+    "HTTPConnectClientEndpoint",
+    "HTTPProxyRefused",
+    "HostUnreachable",
+    "LimitServerEndpoint",
+    "ListenError",
+    "MalformedProxyReply",
+    "MemoryAddress",
+    "MemoryClientEndpoint",
+    "MemoryServerEndpoint",
+    "MultiListenError",
+    "MultiServerEndpoint",
+    "NetworkUnreachable",
+    "ProxyAuthenticationFailed",
+    "ProxyClosedConnection",
+    "ProxyError",
+    "ProxyHandshakeTimeout",
+    "ProxyRefused",
+    "ReusePortServerEndpoint",
+    "SOCKS4Rejected",
+    "SOCKS4aClientEndpoint",
+    "SOCKS5ClientEndpoint",
+    "TTLExpired",
+    "TimeoutEndpoint",
+    "TrackingFactory",
+    "TruncatedProxyReply",
+    "buildDescription",
+    "clientDescriptionFor",
+    "clientDescriptionsFor",
+    "clientFromString",
+    "connectWithTimeout",
+    "gracefulStop",
+    "listen",
+    "parseDescription",
+    "pump",
+    "quoteArgument",
+    "serverFromString",
+    "stopListening",
+]
 
 
 def __getattr__(name: str) -> Any:

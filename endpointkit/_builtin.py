@@ -154,7 +154,7 @@ def builtinTypes() -> tuple[EndpointType, ...]:
             Arg("bindAddress", Host(what="local address"), None, "local address to connect from", True),
             Arg("certificate", Path(), None, "PEM file with a client certificate", True),
             Arg("privateKey", Path(), None, "PEM file with the client certificate's key", True),
-            Arg("trustRoots", Path(), None, "PEM file or directory of trusted CAs (default: the platform's)", True),
+            Arg("trustRoots", Path(), None, "directory of trusted CA certificates, *.pem (default: the platform's)", True),
             Arg("endpoint", Nested("client"), None, "client description to run TLS over (host is then only verified)", True),
         ),
     )
