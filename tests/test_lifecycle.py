@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import gc
 import importlib.util
 import json
 import os
@@ -303,7 +304,8 @@ class ListenErrorTests(_Base):
 
     def test_unixDirectoryNotWritable(self) -> None:
         directory = self.tempDir()
-        os.chmod(directory, 0o755)
+        os.chmod(directory, 0o555)
+        self.addCleanup(os.chmod, directory, 0o700)
         path = os.path.join(directory, "app.sock")
         lines = self.runUnprivileged([f"unix:{path}:lockfile=0", f"unix:{path}"])
         for line in lines:
@@ -314,8 +316,11 @@ class ListenErrorTests(_Base):
                           f"is not writable by uid {line['uid']})", line["message"])
 
     def runUnprivileged(self, descriptions: list[str]) -> list[dict[str, Any]]:
-        if os.getuid() != 0:
-            raise SkipTest("needs root, to drop to an unprivileged user")
+        """
+        Listen on C{descriptions} in a process without privileges: as root
+        (CI), the helper drops to uid 65534; as anyone else, it is already
+        unprivileged.
+        """
         done = subprocess.run(
             [PYTHON, os.path.join(HERE, "lifecycle_unprivileged.py"), *descriptions],
             capture_output=True, timeout=60, cwd=ROOT,
@@ -324,7 +329,7 @@ class ListenErrorTests(_Base):
                  if line.startswith("{")]
         self.assertEqual(len(lines), len(descriptions), done.stderr.decode()[-3000:])
         for line in lines:
-            self.assertEqual(line["uid"], 65534)
+            self.assertEqual(line["uid"], 65534 if os.getuid() == 0 else os.getuid())
         return lines
 
     @defer.inlineCallbacks
@@ -514,13 +519,15 @@ class StopListeningTests(_Base):
         factory = echoFactory()
         port = yield listen(description, factory)
         yield stopListening(port)
+        gc.collect()
         descriptors = openFileDescriptors()
         for _ in range(REBINDS):
             port = yield listen(description, factory)
             yield stopListening(port)
             check()
         self.assertEqual(factory.numPorts, 0)
-        self.assertEqual(openFileDescriptors(), descriptors)
+        gc.collect()
+        self.assertLessEqual(openFileDescriptors(), descriptors)
 
     def test_rebindTCP(self) -> defer.Deferred[None]:
         return self.rebindLoop(f"tcp:{freePort()}:interface=127.0.0.1")
@@ -972,6 +979,7 @@ class GracefulWebTests(_Base):
         draining = gracefulStop(port, 4.0, grace=1.0)
         yield bounded(stopListening(port))
         yield self.assertFailure(bounded(httpGet(description, "/slow")), ConnectionRefusedError)
+        self.assertNoResult(draining)
         result = yield bounded(draining, 30)
         responses = yield defer.gatherResults(requests)
         for response in responses[:slow]:
