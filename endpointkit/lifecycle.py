@@ -265,7 +265,7 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         todo += [current.__cause__, current.__context__]
 
 
-def explainListenFailure(exc: BaseException, description: str,
+def _explainListenFailure(exc: BaseException, description: str,
                          unixPath: str | None = None) -> ListenError | None:
     """
     The L{ListenError} that explains C{exc}, a failure to listen on
@@ -530,7 +530,7 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
         except Exception as e:
             if parsed.prefix == "systemd":
                 return defer.fail(_chained(_explainSystemd(description, e), e))
-            explained = explainListenFailure(e, description)
+            explained = _explainListenFailure(e, description)
             if explained is None and isinstance(e, DescriptionError):
                 explained = ListenError(description, str(e).removeprefix(f"{parsed.prefix}: "))
             if explained is None:
@@ -561,7 +561,7 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
                 pass
         error = failure.value
         assert error is not None
-        explained = explainListenFailure(error, description, unixPath)
+        explained = _explainListenFailure(error, description, unixPath)
         if explained is None:
             return failure
         return Failure(_chained(explained, error))  # type: ignore[no-untyped-call]
