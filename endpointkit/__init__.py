@@ -34,6 +34,7 @@ _MODULES = {
         "DrainResult",
         "EndpointService",
         "ListenError",
+        "TrackedPort",
         "TrackingFactory",
         "clientDescriptionFor",
         "clientDescriptionsFor",
@@ -182,6 +183,9 @@ if TYPE_CHECKING:
         ListenError as ListenError,
     )
     from endpointkit.lifecycle import (
+        TrackedPort as TrackedPort,
+    )
+    from endpointkit.lifecycle import (
         TrackingFactory as TrackingFactory,
     )
     from endpointkit.lifecycle import (
@@ -268,6 +272,7 @@ __all__ = [
     "SOCKS5ClientEndpoint",
     "TTLExpired",
     "TimeoutEndpoint",
+    "TrackedPort",
     "TrackingFactory",
     "TruncatedProxyReply",
     "buildDescription",
