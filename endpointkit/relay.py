@@ -77,6 +77,7 @@ class RelayStats:
     open: int = 0
     total: int = 0
     failed: int = 0
+    refused: int = 0
     spliced: int = 0
     up: int = 0
     down: int = 0
@@ -86,7 +87,7 @@ class RelayStats:
         The one-line summary the stats log prints.
         """
         return (f"relay stats: open={self.open} total={self.total} "
-                f"failed={self.failed} spliced={self.spliced} "
+                f"failed={self.failed} refused={self.refused} spliced={self.spliced} "
                 f"up={_size(self.up)} down={_size(self.down)}")
 
 
@@ -121,6 +122,38 @@ def describeAddress(address: IAddress | None) -> str:
 _DONE: Failure = _Failure(ConnectionDone())
 
 
+def _passThrough() -> tuple[type, ...]:
+    try:
+        from endpointkit.lifecycle import TrackingProtocol
+    except ImportError:
+        return ()
+    return (TrackingProtocol,)
+
+
+_PASS_THROUGH = _passThrough()
+"""
+Protocol wrappers that only pass bytes through (and count or track the
+connection): a relay end behind one still owns a plain socket.
+"""
+
+
+def _kernelOf(transport: Any) -> Any:
+    """
+    The plain kernel socket transport under C{transport} (seeing through
+    pass-through wrappers), with a bigger read size; or L{None} when TLS or
+    another layer that changes the bytes sits in between.
+    """
+    for _ in range(4):
+        if _splice.isKernelTransport(transport):
+            transport.bufferSize = READ_SIZE
+            return transport
+        if not isinstance(transport, _PASS_THROUGH):
+            return None
+        wrapper: Any = transport
+        transport = wrapper.transport
+    return None
+
+
 class _End(Protocol):
     """
     One side of a relay.  Data received goes to the other side's transport.
@@ -135,7 +168,7 @@ class _End(Protocol):
         self.readClosed = False
         self.writeClosed = False
         self.lost = False
-        self.directSocket: Any = None
+        self.kernel: Any = None
 
     def dataReceived(self, data: bytes) -> None:
         relay = self.relay
@@ -144,21 +177,20 @@ class _End(Protocol):
         if peer is None:
             self.pending.append(data)
         elif not peer.lost:
-            transport: Any = peer.transport
-            sock = peer.directSocket
-            if (sock is not None and not transport.dataBuffer
-                    and not transport._tempDataBuffer and not transport.disconnecting
-                    and not transport._writeDisconnecting):
+            kernel = peer.kernel
+            if (kernel is not None and not kernel.dataBuffer
+                    and not kernel._tempDataBuffer and not kernel.disconnecting
+                    and not kernel._writeDisconnecting):
                 # Nothing is queued on the other side: send now rather than
                 # queue and wait a reactor turn for writability.
                 try:
-                    sent = sock.send(data)
+                    sent = kernel.socket.send(data)
                 except OSError:
                     sent = 0
                 if sent == len(data):
                     return
                 data = data[sent:]
-            transport.write(data)
+            peer.transport.write(data)  # type: ignore[union-attr]
 
     def readConnectionLost(self) -> None:
         if self.readClosed:
@@ -198,8 +230,7 @@ class _ClientEnd(_End):
     def connectionMade(self) -> None:
         transport: Any = self.transport
         transport.pauseProducing()
-        if hasattr(transport, "bufferSize"):
-            transport.bufferSize = READ_SIZE
+        self.kernel = _kernelOf(transport)
         self.relay = Relay(self.factory, self)
         self.relay.start()
 
@@ -217,9 +248,16 @@ class _BackendEnd(_End):
         self.relay = relay
 
     def connectionMade(self) -> None:
-        transport: Any = self.transport
-        if hasattr(transport, "bufferSize"):
-            transport.bufferSize = READ_SIZE
+        self.kernel = _kernelOf(self.transport)
+
+
+class _Refused(Protocol):
+    """
+    A connection over the cap: closed as soon as it is accepted.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
 
 class _BackendFactory(Factory):
@@ -339,9 +377,6 @@ class Relay:
             return
         ct: Any = client.transport
         bt: Any = backend.transport
-        for end in (client, backend):
-            if _splice.isKernelTransport(end.transport):
-                end.directSocket = end.transport.socket  # type: ignore[union-attr]
         ct.registerProducer(bt, True)
         bt.registerProducer(ct, True)
         pending, backend.pending = backend.pending, []
@@ -367,11 +402,12 @@ class Relay:
         factory = self.factory
         if not factory.splice or backend.pending or backend.readClosed:
             return False
-        if not (_splice.isKernelTransport(client.transport)
-                and _splice.isKernelTransport(backend.transport)):
+        if not (client.kernel is not None and backend.kernel is not None
+                and _splice.isKernelTransport(client.kernel)
+                and _splice.isKernelTransport(backend.kernel)):
             return False
         try:
-            splicer = _splice.Splicer(factory.reactor, client.transport, backend.transport,
+            splicer = _splice.Splicer(factory.reactor, client.kernel, backend.kernel,
                                       self.count, self.touch)
         except OSError as e:
             log.warn("relay: splice unavailable ({reason}); copying instead", reason=e)
@@ -407,7 +443,7 @@ class Relay:
 
     def endLost(self, end: _End, reason: Failure) -> None:
         if self.splicer is not None and not self.splicer.finished:
-            self.splicer.transportGone(end.transport)
+            self.splicer.transportGone(end.kernel)
         if end is self.client and self.connecting is not None:
             self.connecting.cancel()
         other = end.peer
@@ -478,11 +514,12 @@ class RelayFactory(ServerFactory):
         self.relays: set[Relay] = set()
         self._idleWaiters: list[Deferred[None]] = []
 
-    def buildProtocol(self, addr: IAddress | None) -> _ClientEnd | None:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
         if self.maxConnections and self.stats.open >= self.maxConnections:
+            self.stats.refused += 1
             log.warn("relay: refusing {peer}: {n} connections open (the limit)",
                      peer=describeAddress(addr), n=self.stats.open)
-            return None
+            return _Refused()
         return _ClientEnd(self)
 
     def relayFinished(self) -> None:
@@ -506,6 +543,19 @@ class RelayFactory(ServerFactory):
         Bytes held by all relays right now (memory and pipes).
         """
         return sum(relay.buffered() for relay in self.relays)
+
+
+def _listen(description: str, factory: RelayFactory, reactor: Any) -> Deferred[Any]:
+    """
+    Listen with L{endpointkit.lifecycle.listen} (clear errors, a port that
+    tracks its connections) when it is there, else with the endpoint.
+    """
+    try:
+        from endpointkit.lifecycle import listen
+    except ImportError:
+        endpoint = parseDescription(description, "server").build(reactor)
+        return defer.maybeDeferred(endpoint.listen, factory)
+    return listen(description, factory, reactor)
 
 
 class RelayService(Service):
@@ -545,8 +595,7 @@ class RelayService(Service):
 
     def startService(self) -> None:
         _Service.startService(self)
-        endpoint = parseDescription(self.listenDescription, "server").build(self.reactor)
-        d = endpoint.listen(self.factory)
+        d = _listen(self.listenDescription, self.factory, self.reactor)
 
         def listening(port: IListeningPort) -> IListeningPort:
             self.port = port

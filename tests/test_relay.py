@@ -3,7 +3,7 @@ Tests for L{endpointkit.relay}: every relay test runs over both the splice
 path and the copying path (L{SpliceRelayTests}, L{CopyRelayTests}).
 
 C{ENDPOINTKIT_RELAY_INTEGRITY_BYTES} sets the bytes sent each way by the
-integrity test (default 256 MiB).
+integrity test (default 1 GiB).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from endpointkit.relay import (
 from tests._support import PYTHON, freePort, openFileDescriptors, requirePeer, waitForPort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INTEGRITY_BYTES = int(os.environ.get("ENDPOINTKIT_RELAY_INTEGRITY_BYTES", str(256 << 20)))
+INTEGRITY_BYTES = int(os.environ.get("ENDPOINTKIT_RELAY_INTEGRITY_BYTES", str(1 << 30)))
 WAIT = 30.0
 """
 The longest any single network wait in these tests may take.
@@ -607,6 +607,7 @@ class RelayTestsMixin:
         await within(second.eof)
         self.assertFalse(first.lost.called)
         self.assertEqual(len(backend.protocols), 1)
+        self.assertEqual(service.stats.refused, 1)
 
     async def test_gracefulStop(self) -> None:
         """
@@ -823,7 +824,7 @@ class RelayTestsMixin:
         code, output = relay.stop()
         self.assertEqual(code, 0, output)
         # The readiness probe was relayed too: two relays.
-        self.assertIn(f"total=2 failed=0 spliced={2 if self.splice else 0}", output)
+        self.assertIn(f"total=2 failed=0 refused=0 spliced={2 if self.splice else 0}", output)
 
     async def test_slowReaderRSS(self) -> None:
         """
@@ -1019,8 +1020,9 @@ class OptionsTests(TestCase):
         self.assertIn("endpointkit relay: missing CONNECT", err.getvalue())
 
     def test_stats(self) -> None:
-        stats = RelayStats(open=2, total=9, failed=1, spliced=3, up=5 << 30, down=1536)
-        self.assertEqual(stats.line(), "relay stats: open=2 total=9 failed=1 spliced=3 "
+        stats = RelayStats(open=2, total=9, failed=1, refused=4, spliced=3, up=5 << 30,
+                           down=1536)
+        self.assertEqual(stats.line(), "relay stats: open=2 total=9 failed=1 refused=4 spliced=3 "
                                        "up=5.0 GiB down=1.5 KiB")
 
     def test_describeAddress(self) -> None:
