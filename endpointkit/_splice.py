@@ -100,14 +100,15 @@ class _Pump:
         """
         The source is readable: move what it has into the pipe, and on.
         """
-        assert _SPLICE is not None
-        for _ in range(8):
+        splice = _SPLICE
+        assert splice is not None
+        while True:
             room = self.capacity - self.buffered
             if room <= 0:
                 self.full = True
                 break
             try:
-                n = _SPLICE(self.source.fd, self.pipeWrite, room, flags=_FLAGS)
+                n = splice(self.source.fd, self.pipeWrite, room, None, None, _FLAGS)
             except BlockingIOError:
                 # Either the socket is empty or the pipe has no free slot.
                 if self.buffered:
@@ -121,19 +122,21 @@ class _Pump:
                 break
             self.buffered += n
             self.count(n)
-            if not self.drain(update=False):
+            # Only a splice that filled all the room may have left more in
+            # the socket; otherwise the next readiness event will tell.
+            if not self.drain(update=False) or n < room:
                 break
-        self.splicer._touch()
         self._settle()
 
     def drain(self, update: bool = True) -> bool:
         """
         Move the pipe's bytes into the sink; C{True} when the pipe is empty.
         """
-        assert _SPLICE is not None
+        splice = _SPLICE
+        assert splice is not None
         while self.buffered:
             try:
-                n = _SPLICE(self.pipeRead, self.sink.fd, self.buffered, flags=_FLAGS)
+                n = splice(self.pipeRead, self.sink.fd, self.buffered, None, None, _FLAGS)
             except BlockingIOError:
                 break
             except OSError as e:
@@ -144,7 +147,6 @@ class _Pump:
             self.buffered -= n
             self.full = False
         if update:
-            self.splicer._touch()
             self._settle()
         return not self.buffered
 
@@ -162,8 +164,11 @@ class _Pump:
                 pass
             self.splicer._pumpDone()
             return
-        self.source.update()
-        self.sink.update()
+        source, sink = self.source, self.sink
+        if source.reading != (not (self.eof or self.full or source.failed)):
+            source.update()
+        if sink.writing != (bool(self.buffered) and not sink.failed):
+            sink.update()
 
     def discard(self) -> None:
         """
@@ -253,15 +258,12 @@ class Splicer:
 
     @param onBytes: called with C{(direction, count)}, direction 0 for
         C{first} to C{second} and 1 for the reverse, as bytes move.
-    @param onActivity: called whenever bytes moved, for idle timers.
     """
 
     def __init__(self, reactor: IReactorFDSet, first: Any, second: Any,
-                 onBytes: Callable[[int, int], None],
-                 onActivity: Callable[[], None] = lambda: None) -> None:
+                 onBytes: Callable[[int, int], None]) -> None:
         self.reactor = reactor
         self.finished = False
-        self._onActivity = onActivity
         self._pumpsDone = 0
         self.a = _Side(self, first)
         self.b = _Side(self, second)
@@ -283,9 +285,6 @@ class Splicer:
             side.transport.stopWriting()
         self.a.update()
         self.b.update()
-
-    def _touch(self) -> None:
-        self._onActivity()
 
     def _pumpDone(self) -> None:
         self._pumpsDone += 1

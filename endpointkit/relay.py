@@ -408,7 +408,7 @@ class Relay:
             return False
         try:
             splicer = _splice.Splicer(factory.reactor, client.kernel, backend.kernel,
-                                      self.count, self.touch)
+                                      self.count)
         except OSError as e:
             log.warn("relay: splice unavailable ({reason}); copying instead", reason=e)
             return False
