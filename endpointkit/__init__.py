@@ -46,6 +46,7 @@ _MODULES = {
         "HTTPConnectClientEndpoint",
         "SOCKS4aClientEndpoint",
         "SOCKS5ClientEndpoint",
+        "TunnelTransport",
     ),
     "endpointkit._socks": (
         "AddressTypeNotSupported",
@@ -53,6 +54,7 @@ _MODULES = {
         "ConnectionNotAllowedByRuleset",
         "ConnectionRefused",
         "GeneralSOCKSFailure",
+        "HTTPProxyAuthenticationRequired",
         "HTTPProxyRefused",
         "HostUnreachable",
         "MalformedProxyReply",
@@ -62,9 +64,14 @@ _MODULES = {
         "ProxyError",
         "ProxyHandshakeTimeout",
         "ProxyRefused",
+        "ProxyReplyTooLarge",
+        "SOCKS4IdentdMismatch",
+        "SOCKS4IdentdUnreachable",
         "SOCKS4Rejected",
         "TTLExpired",
         "TruncatedProxyReply",
+        "UnassignedSOCKSReply",
+        "WrongProxyVersion",
     ),
     "endpointkit.memory": (
         "MemoryAddress",
@@ -126,6 +133,9 @@ if TYPE_CHECKING:
         HostUnreachable as HostUnreachable,
     )
     from endpointkit._socks import (
+        HTTPProxyAuthenticationRequired as HTTPProxyAuthenticationRequired,
+    )
+    from endpointkit._socks import (
         HTTPProxyRefused as HTTPProxyRefused,
     )
     from endpointkit._socks import (
@@ -150,6 +160,15 @@ if TYPE_CHECKING:
         ProxyRefused as ProxyRefused,
     )
     from endpointkit._socks import (
+        ProxyReplyTooLarge as ProxyReplyTooLarge,
+    )
+    from endpointkit._socks import (
+        SOCKS4IdentdMismatch as SOCKS4IdentdMismatch,
+    )
+    from endpointkit._socks import (
+        SOCKS4IdentdUnreachable as SOCKS4IdentdUnreachable,
+    )
+    from endpointkit._socks import (
         SOCKS4Rejected as SOCKS4Rejected,
     )
     from endpointkit._socks import (
@@ -157,6 +176,12 @@ if TYPE_CHECKING:
     )
     from endpointkit._socks import (
         TTLExpired as TTLExpired,
+    )
+    from endpointkit._socks import (
+        UnassignedSOCKSReply as UnassignedSOCKSReply,
+    )
+    from endpointkit._socks import (
+        WrongProxyVersion as WrongProxyVersion,
     )
     from endpointkit.adopt import (
         AdoptedServerEndpoint as AdoptedServerEndpoint,
@@ -233,6 +258,9 @@ if TYPE_CHECKING:
     from endpointkit.proxy import (
         SOCKS5ClientEndpoint as SOCKS5ClientEndpoint,
     )
+    from endpointkit.proxy import (
+        TunnelTransport as TunnelTransport,
+    )
     from endpointkit.reuseport import (
         ReusePortServerEndpoint as ReusePortServerEndpoint,
     )
@@ -250,6 +278,7 @@ __all__ = [
     "EndpointService",
     "GeneralSOCKSFailure",
     "HTTPConnectClientEndpoint",
+    "HTTPProxyAuthenticationRequired",
     "HTTPProxyRefused",
     "HostUnreachable",
     "LimitServerEndpoint",
@@ -266,7 +295,10 @@ __all__ = [
     "ProxyError",
     "ProxyHandshakeTimeout",
     "ProxyRefused",
+    "ProxyReplyTooLarge",
     "ReusePortServerEndpoint",
+    "SOCKS4IdentdMismatch",
+    "SOCKS4IdentdUnreachable",
     "SOCKS4Rejected",
     "SOCKS4aClientEndpoint",
     "SOCKS5ClientEndpoint",
@@ -275,6 +307,9 @@ __all__ = [
     "TrackedPort",
     "TrackingFactory",
     "TruncatedProxyReply",
+    "TunnelTransport",
+    "UnassignedSOCKSReply",
+    "WrongProxyVersion",
     "buildDescription",
     "clientDescriptionFor",
     "clientDescriptionsFor",
