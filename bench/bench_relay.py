@@ -302,7 +302,7 @@ def main(argv: Sequence[str]) -> int:
         return 0
     total = args.bytes or ((256 if args.quick else 1024) << 20)
     streams = [int(s) for s in (args.streams or ("1,4" if args.quick else "1,16")).split(",")]
-    run(total, streams, args.repeat or (1 if args.quick else 2))
+    run(total, streams, args.repeat or (1 if args.quick else 3))
     return 0
 
 

@@ -702,7 +702,8 @@ class Options(usage.Options):
     C{--listen} and C{--connect} (the twistd plugin's form).
     """
 
-    synopsis = "[options] LISTEN CONNECT"
+    synopsis = ("Usage: endpointkit relay [options] LISTEN CONNECT\n"
+                "   or: twistd -n endpointkit-relay [options] --listen LISTEN --connect CONNECT")
     longdesc = ("Accept connections on the server description LISTEN and relay each "
                 "one to the client description CONNECT, both ways.  "
                 "Example: endpointkit relay tcp:8080:interface=127.0.0.1 "
@@ -863,7 +864,9 @@ class DemoBackendService(Service):
         if reactor is None:
             from twisted.internet import reactor as reactor
         endpoint = parseDescription(self.description, "server").build(reactor)
-        d = endpoint.listen(Factory.forProtocol(_DemoProtocol))
+        factory = Factory.forProtocol(_DemoProtocol)
+        factory.noisy = False
+        d = endpoint.listen(factory)
 
         def listening(port: IListeningPort) -> IListeningPort:
             self.port = port
@@ -916,7 +919,7 @@ def main(argv: Sequence[str], reactor: Any = None) -> int:
         options.parseOptions(list(argv))
     except usage.UsageError as e:
         sys.stderr.write(f"endpointkit relay: {e}\n")
-        sys.stderr.write(f"usage: endpointkit relay {options.synopsis} (--help for more)\n")
+        sys.stderr.write("usage: endpointkit relay [options] LISTEN CONNECT (--help for more)\n")
         return 2
     except SystemExit as e:  # --help
         return int(e.code or 0)
@@ -939,8 +942,10 @@ def main(argv: Sequence[str], reactor: Any = None) -> int:
         return 2
 
     def fail(failure: Failure) -> None:
-        log.error("relay: could not listen on {listen}: {reason}",
-                  listen=str(service.listenParsed), reason=_reason(failure))
+        reason = _reason(failure)
+        if not reason.startswith("listen "):
+            reason = f"could not listen on {service.listenParsed}: {reason}"
+        log.error("relay: {reason}", reason=reason)
         status[0] = 1
         if reactor.running:
             reactor.stop()
