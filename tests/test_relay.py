@@ -1019,6 +1019,21 @@ class OptionsTests(TestCase):
         self.assertEqual(code, 2)
         self.assertIn("endpointkit relay: missing CONNECT", err.getvalue())
 
+    def test_listenFailureExits1(self) -> None:
+        """
+        A relay that cannot listen says why and exits 1.
+        """
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            port = taken.getsockname()[1]
+            result = subprocess.run(
+                [PYTHON, "-m", "endpointkit", "relay", f"tcp:{port}:interface=127.0.0.1",
+                 "tcp:127.0.0.1:9"], capture_output=True, env=_env(), timeout=WAIT)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"listen tcp:{port}:interface=127.0.0.1: address already in use",
+                      result.stderr.decode())
+
     def test_stats(self) -> None:
         stats = RelayStats(open=2, total=9, failed=1, refused=4, spliced=3, up=5 << 30,
                            down=1536)
