@@ -436,6 +436,30 @@ class RelayTestsMixin:
         await until(lambda: not service.factory.relays, "the relay to end")
         self.assertEqual(service.stats.open, 0)
 
+    async def test_backendResetClosesClient(self) -> None:
+        """
+        A backend that resets the connection while the client is sending
+        takes the client's connection with it.
+        """
+        import struct
+
+        class Resetter(Recorder):
+            def dataReceived(self, data: bytes) -> None:
+                transport: Any = self.transport
+                transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                            struct.pack("ii", 1, 0))
+                transport.abortConnection()
+
+        backend = Backend(Resetter)
+        target = await backend.listen(self)  # type: ignore[arg-type]
+        service = await self.relay("tcp:0:interface=127.0.0.1", target)
+        client = await self.connect(service, Recorder())
+        client.transport.write(os.urandom(4 << 20))  # type: ignore[union-attr]
+        await within(client.lost)
+        await until(lambda: not service.factory.relays, "the relay to end")
+        self.assertEqual(service.stats.open, 0)
+        self.assertPath(service, 1)
+
     async def test_connectFailure(self) -> None:
         """
         When the backend refuses, the accepted connection is closed at once
