@@ -107,7 +107,7 @@ def _simpleTable(rows: Sequence[Sequence[str]]) -> list[str]:
     rule = "  ".join("=" * w for w in widths)
 
     def line(row: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
 
     return [rule, line(rows[0]), rule, *map(line, rows[1:]), rule]
 

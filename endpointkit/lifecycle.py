@@ -32,21 +32,18 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IAddress,
-    IFileDescriptorReceiver,
-    IHalfCloseableProtocol,
-    IHandshakeListener,
     IListeningPort,
     IProtocolFactory,
-    IProtocolNegotiationFactory,
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import ClientFactory, Factory
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
-from zope.interface import alsoProvides, implementer
+from zope.interface import implementer
 
 from endpointkit._description import DescriptionError, Parsed, buildDescription, parseDescription
+from endpointkit._wrapping import PassThroughFactory, PassThroughProtocol
 
 __all__ = [
     "CannotDescribePort",
@@ -355,37 +352,15 @@ def _unixPath(endpoint: object) -> tuple[str, bool] | None:
 # Tracking connections.
 
 
-_RELAYED = (IHalfCloseableProtocol, IHandshakeListener, IFileDescriptorReceiver)
-
-
-class TrackingProtocol(ProtocolWrapper):
+class TrackingProtocol(PassThroughProtocol):
     """
-    The protocol of a L{TrackingFactory}: passes everything through and
-    tells its factory when the connection is made and lost.  Half-close,
-    TLS handshake and file descriptor events reach the wrapped protocol
-    when it takes them.
+    The protocol of a L{TrackingFactory}: passes everything through (half-
+    close, TLS handshake and file descriptor events included) and tells its
+    factory when the connection is made and lost.
     """
 
-    def makeConnection(self, transport: Any) -> None:
-        ProtocolWrapper.makeConnection(self, transport)  # type: ignore[no-untyped-call]
-        relayed = [i for i in _RELAYED if i.providedBy(self.wrappedProtocol)]
-        if relayed:
-            alsoProvides(self, *relayed)
 
-    def readConnectionLost(self) -> None:
-        cast(Any, self.wrappedProtocol).readConnectionLost()
-
-    def writeConnectionLost(self) -> None:
-        cast(Any, self.wrappedProtocol).writeConnectionLost()
-
-    def handshakeCompleted(self) -> None:
-        cast(Any, self.wrappedProtocol).handshakeCompleted()
-
-    def fileDescriptorReceived(self, descriptor: int) -> None:
-        cast(Any, self.wrappedProtocol).fileDescriptorReceived(descriptor)
-
-
-class TrackingFactory(WrappingFactory[TrackingProtocol]):
+class TrackingFactory(PassThroughFactory):
     """
     Wraps a server factory and keeps track of the connections it builds,
     so that L{gracefulStop} can wait for them and close the ones that stay
@@ -398,28 +373,18 @@ class TrackingFactory(WrappingFactory[TrackingProtocol]):
     noisy = False
 
     def __init__(self, wrappedFactory: ProtocolFactory) -> None:
-        WrappingFactory.__init__(self, wrappedFactory)  # type: ignore[no-untyped-call, arg-type]
+        PassThroughFactory.__init__(self, wrappedFactory)
         self._observers: list[Callable[[TrackingProtocol], None]] = []
         self._heldStops = 0
-        if IProtocolNegotiationFactory.providedBy(wrappedFactory):
-            # TLS offers ALPN protocols only for a factory that names them.
-            alsoProvides(self, IProtocolNegotiationFactory)
-
-    def acceptableProtocols(self) -> list[bytes]:
-        """
-        The ALPN protocols of the wrapped factory.
-        """
-        protocols: list[bytes] = list(self.wrappedFactory.acceptableProtocols())
-        return protocols
 
     def doStart(self) -> None:
         if self._heldStops:
             # Listening again before the last drain ended: the wrapped
             # factory never stopped.
             self._heldStops -= 1
-            ClientFactory.doStart(self)  # type: ignore[no-untyped-call, arg-type]
+            ClientFactory.doStart(self)  # type: ignore[no-untyped-call]
             return
-        WrappingFactory.doStart(self)  # type: ignore[no-untyped-call, arg-type]
+        WrappingFactory.doStart(self)  # type: ignore[no-untyped-call]
 
     def doStop(self) -> None:
         """
@@ -429,9 +394,9 @@ class TrackingFactory(WrappingFactory[TrackingProtocol]):
         """
         if self.numPorts == 1 and self.protocols:
             self._heldStops += 1
-            ClientFactory.doStop(self)  # type: ignore[no-untyped-call, arg-type]
+            ClientFactory.doStop(self)  # type: ignore[no-untyped-call]
             return
-        WrappingFactory.doStop(self)  # type: ignore[no-untyped-call, arg-type]
+        WrappingFactory.doStop(self)  # type: ignore[no-untyped-call]
 
     def __repr__(self) -> str:
         return f"<TrackingFactory of {self.wrappedFactory!r}: {len(self.protocols)} live>"

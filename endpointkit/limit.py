@@ -39,11 +39,12 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, TimeoutMixin, WrappingFactory
+from twisted.protocols.policies import ProtocolWrapper, TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from endpointkit._description import Arg, Bool, EndpointType, Int, Nested, Seconds, String
+from endpointkit._wrapping import PassThroughFactory, PassThroughProtocol
 
 __all__ = ["LimitCounts", "LimitPort", "LimitServerEndpoint", "LimitingFactory", "limitType"]
 
@@ -52,7 +53,6 @@ _log = Logger()
 # Twisted's policies module is untyped; its methods are called through these.
 _Wrapper: Any = ProtocolWrapper
 _Timeout: Any = TimeoutMixin
-_Wrapping: Any = WrappingFactory
 
 REJECT_GRACE = 5.0
 """
@@ -150,10 +150,11 @@ class _Refused(Protocol):
         self._abort = None
 
 
-class _Limited(ProtocolWrapper, TimeoutMixin):
+class _Limited(PassThroughProtocol, TimeoutMixin):
     """
     An accepted connection: counted until it is lost, and aborted after
-    C{idle} seconds without data either way.
+    C{idle} seconds without data either way.  Half-close and TLS handshake
+    events pass through to the application.
     """
 
     factory: LimitingFactory
@@ -165,7 +166,7 @@ class _Limited(ProtocolWrapper, TimeoutMixin):
 
     def makeConnection(self, transport: ITransport) -> None:
         _Timeout.setTimeout(self, self.factory.idle)
-        _Wrapper.makeConnection(self, transport)
+        PassThroughProtocol.makeConnection(self, transport)
 
     def dataReceived(self, data: bytes) -> None:
         _Timeout.resetTimeout(self)
@@ -194,7 +195,7 @@ class _Limited(ProtocolWrapper, TimeoutMixin):
         _Wrapper.connectionLost(self, reason)
 
 
-class LimitingFactory(WrappingFactory[_Limited]):
+class LimitingFactory(PassThroughFactory):
     """
     Wraps a server factory: refuses connections over the total or per-peer
     cap, counts them, pauses accepting at the cap if asked, and times out
@@ -208,7 +209,7 @@ class LimitingFactory(WrappingFactory[_Limited]):
                  message: str | None = None, pause: bool = False,
                  clock: IReactorTime | None = None,
                  refuseGrace: float = REJECT_GRACE) -> None:
-        _Wrapping.__init__(self, wrappedFactory)
+        PassThroughFactory.__init__(self, wrappedFactory)
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock: Any = clock

@@ -1303,3 +1303,41 @@ class ClientDescriptionTests(_Base):
         yield stopListening(port)
         error = self.assertRaises(CannotDescribePort, clientDescriptionFor, port)
         self.assertIn("not listening", str(error))
+
+
+class RefusingFactoryTests(TestCase):
+    """
+    A factory may refuse a connection by building no protocol.
+    """
+
+    def test_refusedConnectionIsClosed(self) -> None:
+        """
+        Behind C{listen}'s tracking wrapper, a connection the application's
+        factory refuses is closed and not tracked.
+        """
+        class Refusing(protocol.Factory):
+            def buildProtocol(self, addr: Any) -> None:
+                return None
+
+        from endpointkit.lifecycle import TrackingFactory
+        from twisted.internet.address import IPv4Address
+
+        factory = TrackingFactory(Refusing())
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)))
+        self.assertEqual(factory.connections, [])
+
+        @defer.inlineCallbacks
+        def overTCP() -> Any:
+            port = yield listen("tcp:0:interface=127.0.0.1", Refusing())
+            self.addCleanup(stopListening, port)
+            closed: defer.Deferred[None] = defer.Deferred()
+
+            class Client(protocol.Protocol):
+                def connectionLost(self, reason: Any = None) -> None:
+                    closed.callback(None)
+
+            yield clientFromString(reactor, f"tcp:127.0.0.1:{port.getHost().port}").connect(
+                protocol.Factory.forProtocol(Client))
+            yield closed.addTimeout(10, reactor)
+
+        return overTCP()

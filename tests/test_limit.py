@@ -253,3 +253,84 @@ class LoopbackTests(TestCase):
             for member in port.wrappedPort.ports:
                 self.assertIn(member, reactor.getReaders())
             yield port.stopListening()
+
+
+class PassThroughTests(TestCase):
+    """
+    What passes through the wrapper to the application.
+    """
+
+    def test_halfClose(self) -> None:
+        """
+        A client's half-close reaches a half-closeable application behind
+        C{limit:}, which can still answer.
+        """
+        from zope.interface import implementer
+        from twisted.internet.interfaces import IHalfCloseableProtocol
+
+        @implementer(IHalfCloseableProtocol)
+        class AnswerAtEnd(protocol.Protocol):
+            def connectionMade(self) -> None:
+                self.received = b""
+
+            def dataReceived(self, data: bytes) -> None:
+                self.received += data
+
+            def readConnectionLost(self) -> None:
+                assert self.transport is not None
+                self.transport.write(b"got " + self.received)
+                self.transport.loseConnection()
+
+            def writeConnectionLost(self) -> None:
+                pass
+
+        @implementer(IHalfCloseableProtocol)
+        class HalfCloser(protocol.Protocol):
+            def connectionMade(self) -> None:
+                self.received = b""
+                self.done: defer.Deferred[bytes] = defer.Deferred()
+                assert self.transport is not None
+                self.transport.write(b"question")
+                self.transport.loseWriteConnection()  # type: ignore[attr-defined]
+
+            def dataReceived(self, data: bytes) -> None:
+                self.received += data
+
+            def readConnectionLost(self) -> None:
+                assert self.transport is not None
+                self.transport.loseConnection()
+
+            def writeConnectionLost(self) -> None:
+                pass
+
+            def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+                self.done.callback(self.received)
+
+        endpoint = serverFromString(reactor, r"limit:max=5:endpoint=tcp\:0\:interface=127.0.0.1")
+        d = endpoint.listen(protocol.Factory.forProtocol(AnswerAtEnd))
+
+        @defer.inlineCallbacks
+        def exchange(port: Any) -> Any:
+            self.addCleanup(port.stopListening)
+            from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+            client = HalfCloser()
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+                                  client)
+            answer = yield bounded(reactor, client.done, 10)
+            self.assertEqual(answer, b"got question")
+
+        return d.addCallback(exchange)
+
+    def test_wrappedFactoryRefuses(self) -> None:
+        """
+        A factory that refuses a connection (C{buildProtocol} returns
+        L{None}) behind C{limit:} has it closed, and it is not counted.
+        """
+        class Refusing(protocol.Factory):
+            def buildProtocol(self, addr: Any) -> None:
+                return None
+
+        factory = LimitingFactory(Refusing(), maxConnections=2)
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)))
+        self.assertEqual(factory.open, 0)
