@@ -1319,8 +1319,9 @@ class RefusingFactoryTests(TestCase):
             def buildProtocol(self, addr: Any) -> None:
                 return None
 
-        from endpointkit.lifecycle import TrackingFactory
         from twisted.internet.address import IPv4Address
+
+        from endpointkit.lifecycle import TrackingFactory
 
         factory = TrackingFactory(Refusing())
         self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)))

@@ -265,8 +265,8 @@ class PassThroughTests(TestCase):
         A client's half-close reaches a half-closeable application behind
         C{limit:}, which can still answer.
         """
-        from zope.interface import implementer
         from twisted.internet.interfaces import IHalfCloseableProtocol
+        from zope.interface import implementer
 
         @implementer(IHalfCloseableProtocol)
         class AnswerAtEnd(protocol.Protocol):
