@@ -1,0 +1,177 @@
+"""
+Composition: every wrapper around every type (Twisted's built-ins,
+endpointkit's own), through both parse APIs; server wrappers listened on
+and connected through for real; and no prefix taken from a known
+third-party plugin.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from twisted.internet import defer, endpoints, protocol, reactor
+from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+import endpointkit
+from endpointkit import buildDescription, clientDescriptionsFor, listen, stopListening
+from endpointkit._description import SIDES
+from endpointkit._lookup import ourTypes
+
+# Prefixes that well-known third-party packages register: daphne's fd,
+# txtorcon's tor and onion, txsni, txacme's le and lets, txi2p, autobahn.
+THIRD_PARTY_PREFIXES = {"fd", "tor", "onion", "txsni", "le", "lets", "i2p", "autobahn"}
+
+CLIENT_INNER = [
+    "tcp:127.0.0.1:80",
+    # Escaped, not bracketed: Twisted's own tls: parses its inner
+    # description with Twisted's tokenizer, which splits brackets.
+    "tcp:\\:\\:1:80",
+    "unix:/tmp/app.sock",
+    "ssl:127.0.0.1:443",
+    "tls:example.com:443",
+    "hostname:localhost:80",
+    "memory:compose",
+    "timeout:3:endpoint=tcp\\:127.0.0.1\\:80",
+    "socks5:example.com:443:endpoint=tcp\\:127.0.0.1\\:1080",
+    "socks4a:example.com:443:endpoint=tcp\\:127.0.0.1\\:1080",
+    "httpconnect:example.com:443:endpoint=tcp\\:127.0.0.1\\:3128",
+]
+
+CLIENT_WRAPPERS = {
+    "timeout": lambda inner: buildDescription("timeout", 5, endpoint=inner),
+    "tls": lambda inner: buildDescription("tls", "example.com", 443, endpoint=inner),
+    "socks5": lambda inner: buildDescription("socks5", "example.com", 443, endpoint=inner),
+    "socks4a": lambda inner: buildDescription("socks4a", "example.com", 443, endpoint=inner),
+    "httpconnect": lambda inner: buildDescription("httpconnect", "example.com", 443,
+                                                  endpoint=inner),
+}
+
+SERVER_INNER = [
+    "tcp:0:interface=127.0.0.1",
+    "tcp6:0:interface=\\:\\:1",
+    "unix:/tmp/compose.sock",
+    "reuseport:0:interface=127.0.0.1",
+    "memory:compose",
+    "limit:max=3:endpoint=tcp\\:0",
+    "multi:tcp\\:0:unix\\:/tmp/compose2.sock",
+]
+
+SERVER_WRAPPERS = {
+    "limit": lambda inner: buildDescription("limit", endpoint=inner, max=10),
+    "multi": lambda inner: buildDescription("multi", inner, "memory:compose-other"),
+    "haproxy": lambda inner: f"haproxy:{inner}",
+}
+
+
+class PrefixTests(SynchronousTestCase):
+    def test_noKnownThirdPartyPrefix(self) -> None:
+        ours = {prefix for side in SIDES for prefix in ourTypes(side)}
+        self.assertEqual(ours & THIRD_PARTY_PREFIXES, set())
+        self.assertEqual(ours & {"tcp", "tcp6", "ssl", "unix", "systemd", "stdio", "tls",
+                                 "haproxy"}, set())
+
+
+class BuildMatrixTests(SynchronousTestCase):
+    """
+    Every wrapper builds around every type, through endpointkit's parse API
+    and through Twisted's plugin discovery.
+    """
+
+    def test_clientWrappers(self) -> None:
+        reactor = MemoryReactorClock()
+        for name, wrap in CLIENT_WRAPPERS.items():
+            for inner in CLIENT_INNER:
+                description = wrap(inner)
+                for parse in (endpointkit.clientFromString, endpoints.clientFromString):
+                    built = parse(reactor, description)
+                    self.assertTrue(IStreamClientEndpoint.providedBy(built), (name, inner))
+
+    def test_serverWrappers(self) -> None:
+        reactor = MemoryReactorClock()
+        for name, wrap in SERVER_WRAPPERS.items():
+            for inner in SERVER_INNER:
+                description = wrap(inner)
+                for parse in (endpointkit.serverFromString, endpoints.serverFromString):
+                    built = parse(reactor, description)
+                    self.assertTrue(IStreamServerEndpoint.providedBy(built), (name, inner))
+
+
+class Echo(protocol.Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+
+class Exchange(protocol.Protocol):
+    def __init__(self) -> None:
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+        self.received = b""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"ping")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self.received == b"ping" and self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.done.callback(self.received)
+
+
+class ServeMatrixTests(TestCase):
+    """
+    C{limit:} and C{multi:} around each listenable type: listen, derive the
+    client description, connect through C{timeout:}, exchange data.
+    """
+
+    def setUp(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="endpointkit-compose-")
+        self.addCleanup(os.rmdir, self.directory)
+
+    def inners(self) -> list[str]:
+        sock = os.path.join(self.directory, "s.sock")
+        return [
+            "tcp:0:interface=127.0.0.1",
+            "tcp6:0:interface=[::1]",
+            buildDescription("unix", sock),
+            "reuseport:0:interface=127.0.0.1",
+            "memory:compose-live",
+        ]
+
+    @defer.inlineCallbacks
+    def exchangeThrough(self, description: str) -> Any:
+        port = yield listen(description, protocol.Factory.forProtocol(Echo))
+        try:
+            targets = clientDescriptionsFor(port)
+            self.assertEqual(len(targets), 2 if "multi" in description else 1)
+            for target in targets:
+                client = Exchange()
+                yield endpoints.connectProtocol(
+                    endpointkit.clientFromString(
+                        reactor, buildDescription("timeout", 10, endpoint=target)), client)
+                received = yield client.done.addTimeout(10, reactor)
+                self.assertEqual(received, b"ping", (description, target))
+        finally:
+            yield stopListening(port)
+
+    @defer.inlineCallbacks
+    def test_limitAroundEach(self) -> Any:
+        for inner in self.inners():
+            yield self.exchangeThrough(buildDescription("limit", endpoint=inner, max=5))
+
+    @defer.inlineCallbacks
+    def test_multiAroundEach(self) -> Any:
+        for inner in self.inners():
+            yield self.exchangeThrough(buildDescription("multi", inner, "memory:compose-second"))
+
+    @defer.inlineCallbacks
+    def test_limitAroundMultiAroundLimit(self) -> Any:
+        inner = buildDescription("multi", buildDescription("limit", endpoint="tcp:0:interface=127.0.0.1",
+                                                           perPeer=2), "memory:compose-third")
+        yield self.exchangeThrough(buildDescription("limit", endpoint=inner, max=5))
