@@ -100,4 +100,23 @@ def openFileDescriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def fileDescriptorNumbers() -> set[int]:
+    """
+    The numbers of the file descriptors this process has open: a test that
+    compares them before and after sees its own leaks, and not a descriptor
+    of an earlier test that happens to close meanwhile.
+    """
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def cleanEnvironment() -> dict[str, str]:
+    """
+    This process's environment without what points Python at this test
+    run's modules (trial's workers set PYTHONPATH): for a subprocess that
+    must see only its own installation.
+    """
+    return {key: value for key, value in os.environ.items()
+            if key not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")}
+
+
 PYTHON = sys.executable

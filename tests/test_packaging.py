@@ -19,6 +19,8 @@ import zipfile
 
 from twisted.trial.unittest import TestCase
 
+from tests._support import cleanEnvironment
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Run in a fresh interpreter: finds endpointkit's types through Twisted's own
@@ -42,7 +44,8 @@ _wheel: list[str] = []
 
 
 def run(argv: list[str], cwd: str | None = None, timeout: float = 300) -> str:
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            env=cleanEnvironment())
     if result.returncode != 0:
         raise AssertionError(f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result.stdout

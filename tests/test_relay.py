@@ -46,7 +46,7 @@ from endpointkit.relay import (
     describeAddress,
     main,
 )
-from tests._support import PYTHON, freePort, openFileDescriptors, requirePeer, waitForPort
+from tests._support import PYTHON, fileDescriptorNumbers, freePort, requirePeer, waitForPort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INTEGRITY_BYTES = int(os.environ.get("ENDPOINTKIT_RELAY_INTEGRITY_BYTES", str(1 << 30)))
@@ -524,7 +524,7 @@ class RelayTestsMixin:
         backend, target = await self.echoBackend()
         service = await self.relay("tcp:0:interface=127.0.0.1:backlog=256", target)
         await task.deferLater(_reactor, 0.05, lambda: None)
-        before = openFileDescriptors()
+        before = fileDescriptorNumbers()
         rng = random.Random(8)
         clients = [Recorder() for _ in range(200)]
         await within(defer.gatherResults([defer.ensureDeferred(self.connect(service, c))
@@ -554,8 +554,9 @@ class RelayTestsMixin:
         self.assertEqual(service.stats.open, 0)
         self.assertEqual(service.stats.total, 200)
         self.assertPath(service, 200)
-        await until(lambda: openFileDescriptors() <= before, "file descriptors to be closed")
-        self.assertEqual(openFileDescriptors(), before)
+        await until(lambda: not fileDescriptorNumbers() - before,
+                    "file descriptors to be closed")
+        self.assertEqual(fileDescriptorNumbers() - before, set())
 
     async def test_flowControlBoundsBuffers(self) -> None:
         """
