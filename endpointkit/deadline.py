@@ -140,7 +140,7 @@ class _OneShotFactory(Factory):
 @implementer(IProtocol)
 class _Discarded:
     """
-    What the guard builds once the deadline has passed: it closes the
+    What an attempt builds once its deadline has passed: it closes the
     connection it is given, and the caller's factory builds nothing.
     """
 
@@ -160,83 +160,34 @@ class _Discarded:
         self.transport = None
 
 
-@implementer(IProtocol)
-class _GuardedProtocol:
+def _refuseConnection(protocol: Any, attempt: _Attempt) -> None:
     """
-    The caller's protocol behind the deadline: L{makeConnection} reaches it
-    only while its attempt is live, so a connection that completes late is
-    closed before its protocol sees C{connectionMade}.  It offers the
-    interfaces of the protocol it guards (half-close, TLS handshake, ...),
-    and the transport is handed to that protocol directly.
+    Silence C{protocol}, built for an attempt that ended before the endpoint
+    connected it: when the endpoint makes the connection it is closed, and
+    the protocol hears nothing of it, not C{connectionMade}, data or
+    C{connectionLost}.  The instance is never handed to anyone.  Only this
+    instance is changed, and only in this rare case (an endpoint that builds
+    a protocol and connects it in a later turn), so that the common path
+    puts nothing between a transport and its protocol.
     """
 
-    transport: Any = None
-    connected = False
+    def makeConnection(transport: ITransport) -> None:
+        attempt.discarded()
+        _abort(transport)
 
-    def __init__(self, attempt: _Attempt, wrappedProtocol: Any) -> None:
-        self.attempt = attempt
-        self.wrappedProtocol = wrappedProtocol
-
-    def __repr__(self) -> str:
-        return f"<guarded {self.wrappedProtocol!r}>"
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == "wrappedProtocol":
-            raise AttributeError(name)
-        return getattr(self.wrappedProtocol, name)
-
-    def logPrefix(self) -> str:
-        # Asked only when the guarded protocol offers ILoggingContext.
-        prefix: str = self.wrappedProtocol.logPrefix()
-        return prefix
-
-    def makeConnection(self, transport: ITransport) -> None:
-        self.transport = transport
-        attempt = self.attempt
-        if attempt.closed:
-            attempt.discarded()
-            _abort(transport)
-            return
-        self.connected = True
-        if not attempt.finished:
-            attempt.made.append(self)
-        self.wrappedProtocol.makeConnection(transport)
-
-    def connectionMade(self) -> None:
+    def ignore(*args: object) -> None:
         pass
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.connected:
-            self.wrappedProtocol.dataReceived(data)
+    try:
+        protocol.makeConnection = makeConnection
+        for name in _EVENTS:
+            setattr(protocol, name, ignore)
+    except AttributeError:
+        pass
 
-    def connectionLost(self, reason: Failure) -> None:
-        self.transport = None
-        if self.connected:
-            self.connected = False
-            made = self.attempt.made
-            if self in made:
-                made.remove(self)
-            self.wrappedProtocol.connectionLost(reason)
 
-    def readConnectionLost(self) -> None:
-        if self.connected:
-            self.wrappedProtocol.readConnectionLost()
-
-    def writeConnectionLost(self) -> None:
-        if self.connected:
-            self.wrappedProtocol.writeConnectionLost()
-
-    def handshakeCompleted(self) -> None:
-        if self.connected:
-            self.wrappedProtocol.handshakeCompleted()
-
-    def fileDescriptorReceived(self, descriptor: int) -> None:
-        if self.connected:
-            self.wrappedProtocol.fileDescriptorReceived(descriptor)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            _abort(self.transport)
+_EVENTS = ("dataReceived", "connectionLost", "readConnectionLost", "writeConnectionLost",
+           "handshakeCompleted", "fileDescriptorReceived")
 
 
 def _offering(base: type[_T], wrapped: object, cache: dict[Any, Any]) -> type[_T]:
@@ -271,8 +222,9 @@ class _Attempt:
     One connection attempt with a deadline, and the factory it hands to the
     inner endpoint.
 
-    While the attempt is live it builds the caller's protocols, guarded.
-    Once it ends without a connection (deadline, cancellation, failure) it
+    While the attempt is live it builds the caller's protocols and hands
+    them to the endpoint as they are: nothing stands between a transport
+    and the caller's protocol.  Once it ends without a connection (deadline, cancellation, failure) it
     is I{closed}: it closes every connection it made that the endpoint had
     not delivered, and every connection that still arrives.  It offers the
     interfaces and attributes of the caller's factory, so that a TLS wrapper
@@ -280,7 +232,7 @@ class _Attempt:
 
     @ivar finished: the result has fired (or is firing).
     @ivar closed: no connection is wanted any more.
-    @ivar made: guarded protocols connected but not yet delivered.
+    @ivar built: protocols built for the caller but not yet delivered.
     """
 
     timer: Any = None
@@ -295,7 +247,7 @@ class _Attempt:
         self.seconds = seconds
         self.clock = clock
         self.name = name
-        self.made: list[_GuardedProtocol] = []
+        self.built: list[Any] = []
         self.result: Deferred[IProtocol] = Deferred(self._cancel)
 
     def __repr__(self) -> str:
@@ -312,13 +264,9 @@ class _Attempt:
         if self.closed:
             return _Discarded()
         protocol = self.factory.buildProtocol(addr)
-        if protocol is None:
-            return None
-        try:
-            guarded = _guardedProtocols[providedBy(protocol)]
-        except (KeyError, TypeError):
-            guarded = _offering(_GuardedProtocol, protocol, _guardedProtocols)
-        return guarded(self, protocol)
+        if protocol is not None:
+            self.built.append(protocol)
+        return protocol
 
     def doStart(self) -> None:
         self.factory.doStart()
@@ -344,22 +292,15 @@ class _Attempt:
     def _connected(self, protocol: Any) -> None:
         self.pending = None
         if self.finished:
-            if isinstance(protocol, _GuardedProtocol):
-                protocol.abort()
-            elif not isinstance(protocol, _Discarded):
-                transport = getattr(protocol, "transport", None)
-                if transport is not None:
-                    _abort(transport)
+            if not isinstance(protocol, _Discarded):
+                self._shut(protocol)
             return
         self.finished = True
         timer = self.timer
         if timer is not None:
             self.timer = None
             timer.cancel()
-        if self.made:
-            self.made = []
-        if isinstance(protocol, _GuardedProtocol):
-            protocol = protocol.wrappedProtocol
+        self.built = []
         self.result.callback(protocol)
 
     def _failed(self, failure: Failure) -> None:
@@ -372,12 +313,23 @@ class _Attempt:
     def _close(self) -> None:
         self.finished = self.closed = True
         self._stopTimer()
-        made, self.made = self.made, []
-        for protocol in made:
-            protocol.abort()
+        built, self.built = self.built, []
+        for protocol in built:
+            self._shut(protocol)
         pending, self.pending = self.pending, None
         if pending is not None:
             pending.cancel()
+
+    def _shut(self, protocol: Any) -> None:
+        """
+        Close the connection of a protocol built for this attempt, now if it
+        is connected, else as soon as it is.
+        """
+        transport = getattr(protocol, "transport", None)
+        if transport is not None:
+            _abort(transport)
+        else:
+            _refuseConnection(protocol, self)
 
     def _expire(self) -> None:
         self.timer = None
@@ -428,7 +380,6 @@ def _connect(endpoint: Any, protocolOrFactory: Any, seconds: float, clock: Any,
 
 
 _attempts: dict[Any, type[_Attempt]] = {}
-_guardedProtocols: dict[Any, type[_GuardedProtocol]] = {}
 
 
 def connectWithTimeout(

@@ -387,8 +387,8 @@ class ConnectWithTimeoutTests(TestCase):
     def test_lateDeliveryClosed(self) -> None:
         """
         An endpoint that, cancelled at the deadline, delivers a protocol
-        anyway (here not even the guarded one) has that protocol's transport
-        closed.
+        anyway (here not even one the attempt built) has that protocol's
+        transport closed.
         """
         late = Recorder()
         late.makeConnection(StringTransport())
@@ -479,8 +479,8 @@ class ConnectWithTimeoutTests(TestCase):
 
     def test_interfacesPassedThrough(self) -> None:
         """
-        The guard offers what the caller's factory and protocol offer: ALPN
-        protocols to a TLS wrapper, half-close events to the transport.
+        The attempt offers what the caller's factory offers (ALPN protocols
+        to a TLS wrapper), and half-close events reach the caller's protocol.
         """
 
         @implementer(IHalfCloseableProtocol)
