@@ -114,6 +114,49 @@ def source(port: int, total: int, streams: int) -> None:
     print(f"{elapsed:.6f}", flush=True)
 
 
+def spliceLoop(listenPort: int, target: int) -> None:
+    """
+    The reference for the splice path: the plainest relay that splices, one
+    blocking thread per direction moving bytes socket -> pipe -> socket,
+    with no event loop at all.  What the reactor-driven path can hope for on
+    this machine.
+    """
+    import fcntl
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", listenPort))
+    server.listen(128)
+
+    def pump(source: socket.socket, destination: socket.socket) -> None:
+        readEnd, writeEnd = os.pipe()
+        fcntl.fcntl(writeEnd, 1031, CHUNK)  # F_SETPIPE_SZ
+        try:
+            while True:
+                n = os.splice(source.fileno(), writeEnd, CHUNK)
+                if not n:
+                    destination.shutdown(socket.SHUT_WR)
+                    return
+                while n:
+                    n -= os.splice(readEnd, destination.fileno(), n)
+        except OSError:
+            return
+        finally:
+            os.close(readEnd)
+            os.close(writeEnd)
+
+    def serve(client: socket.socket) -> None:
+        with client, socket.create_connection(("127.0.0.1", target)) as backend:
+            back = threading.Thread(target=pump, args=(backend, client), daemon=True)
+            back.start()
+            pump(client, backend)
+            back.join()
+
+    while True:
+        client, _ = server.accept()
+        threading.Thread(target=serve, args=(client,), daemon=True).start()
+
+
 def freePort() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -201,6 +244,9 @@ def relays(target: int, tmp: str) -> list[tuple[str, Callable[[int], list[str]]]
         found.append(("socat -b 65536", lambda port: [
             "socat", "-b", "65536", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
             f"TCP:127.0.0.1:{target}"]))
+    if hasattr(os, "splice"):
+        found.append(("blocking splice loop", lambda port: [
+            PYTHON, __file__, "--splice-loop", str(port), str(target)]))
     twistd = os.path.join(os.path.dirname(PYTHON), "twistd")
     found.append(("twistd portforward", lambda port: [
         twistd, "-n", "--pidfile=", "-l", os.path.join(tmp, f"pf{port}.log"), "portforward",
@@ -281,6 +327,11 @@ def report(results: dict[tuple[str, int], float], peaks: dict[str, int], total: 
         rss = peaks.get(name)
         rssText = f"{rss / 2**20:.0f} MiB" if rss else "-"
         print(f"{name:32}" + "".join(f"{c:>34}" for c in cells) + f"{rssText:>12}")
+    for streams in streamCounts:
+        ours = results.get(("endpointkit relay (splice)", streams))
+        loop = results.get(("blocking splice loop", streams))
+        if ours and loop:
+            print(f"splice path / blocking splice loop, {streams} stream(s): {ours / loop:.2f}")
     print("\ntargets: --no-splice >= 1.2x twistd portforward; splice >= 1.5x socat -b 65536 "
           "and >= 0.75x direct")
 
@@ -293,9 +344,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--repeat", type=int, default=None, help="runs per cell (best kept)")
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--source", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--splice-loop", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.sink:
         sink(args.sink)
+        return 0
+    if args.splice_loop:
+        spliceLoop(*args.splice_loop)
         return 0
     if args.source:
         source(*args.source)
