@@ -5,7 +5,6 @@ C{hostname:}.
 
 from __future__ import annotations
 
-import datetime
 import gc
 import os
 import select
@@ -42,7 +41,7 @@ from endpointkit.deadline import (
     connectWithTimeout,
     describeEndpoint,
 )
-from tests._support import fileDescriptorNumbers
+from tests._support import fileDescriptorNumbers, selfSignedCertificate
 
 # Bounds every wait on a real network in this module.
 NETWORK_WAIT = 15.0
@@ -1017,35 +1016,14 @@ def selfSigned(test: TestCase, name: str) -> tuple[str, str, str]:
     a directory holding only the certificate (C{tls:}'s C{trustRoots} is a
     directory of PEM files).
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    certificate, key = selfSignedCertificate(name)
     trustRoots = test.mktemp()
     os.mkdir(trustRoots)
     certificatePath = os.path.join(trustRoots, "certificate.pem")
     keyPath = test.mktemp() + ".key"
     with open(certificatePath, "wb") as f:
-        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+        f.write(certificate)
     with open(keyPath, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM,
-                                  serialization.PrivateFormat.TraditionalOpenSSL,
-                                  serialization.NoEncryption()))
+        f.write(key)
     return certificatePath, keyPath, trustRoots
 

@@ -6,7 +6,6 @@ service, and client descriptions of listening ports.
 
 from __future__ import annotations
 
-import datetime
 import errno
 import gc
 import importlib.util
@@ -50,7 +49,13 @@ from endpointkit.lifecycle import (
     listen,
     stopListening,
 )
-from tests._support import PYTHON, fileDescriptorNumbers, freePort, requirePeer
+from tests._support import (
+    PYTHON,
+    fileDescriptorNumbers,
+    freePort,
+    requirePeer,
+    selfSignedCertificate,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -129,40 +134,14 @@ def makeCertificate(directory: str, name: str = "localhost") -> tuple[str, str]:
     of its PEM certificate (alone in its directory, which is a trust root
     for Twisted's C{tls:} client) and key.
     """
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName(name),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
-        ]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    certificate, key = selfSignedCertificate(name, ["127.0.0.1", "::1"])
     os.makedirs(os.path.join(directory, "trust"), exist_ok=True)
     certPath = os.path.join(directory, "trust", f"{name}.pem")
     keyPath = os.path.join(directory, f"{name}.key")
     with open(certPath, "wb") as f:
-        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+        f.write(certificate)
     with open(keyPath, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM,
-                                  serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(key)
     return certPath, keyPath
 
 

@@ -56,7 +56,7 @@ from endpointkit.memory import (
     pump,
 )
 from endpointkit.testing import connectedPair
-from tests._support import freePort
+from tests._support import freePort, selfSignedCertificate
 
 _names = itertools.count(1)
 
@@ -1157,43 +1157,6 @@ class ConnectedPairTests(TestCase):
         d = connectedPair(self, Echo, Recorder, clientDescription="memory:elsewhere",
                           reactor=clock)
         self.failureResultOf(d, ConnectionRefusedError)
-
-
-def selfSignedCertificate(hostname: str) -> tuple[bytes, bytes]:
-    """
-    A fresh self-signed certificate for C{hostname} (as subjectAltName, and
-    allowed to act as its own CA) and its key, both PEM.
-    """
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return (
-        certificate.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
 
 
 class WrapperTests(TestCase):

@@ -5,7 +5,6 @@ The proxy client endpoints: descriptions, the Twisted layer, real proxies
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import os
 from collections.abc import Callable
@@ -49,7 +48,7 @@ from endpointkit.proxy import (
     socks4aType,
     socks5Type,
 )
-from tests._support import freePort, requirePeer, startPeer
+from tests._support import freePort, requirePeer, selfSignedCertificate, startPeer
 
 WAIT = 20.0
 """
@@ -922,32 +921,11 @@ def _selfSigned(directory: str, name: str) -> tuple[str, str]:
     """
     A self-signed CA certificate for C{name} and its key, as PEM files.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    certificate, key = selfSignedCertificate(name)
     keyPath = os.path.join(directory, "key.pem")
     certPath = os.path.join(directory, "cert.pem")
     with open(keyPath, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM,
-                                  serialization.PrivateFormat.TraditionalOpenSSL,
-                                  serialization.NoEncryption()))
+        f.write(key)
     with open(certPath, "wb") as f:
-        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+        f.write(certificate)
     return keyPath, certPath

@@ -46,7 +46,14 @@ from endpointkit.relay import (
     describeAddress,
     main,
 )
-from tests._support import PYTHON, fileDescriptorNumbers, freePort, requirePeer, waitForPort
+from tests._support import (
+    PYTHON,
+    fileDescriptorNumbers,
+    freePort,
+    requirePeer,
+    selfSignedCertificate,
+    waitForPort,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INTEGRITY_BYTES = int(os.environ.get("ENDPOINTKIT_RELAY_INTEGRITY_BYTES", str(1 << 30)))
@@ -170,29 +177,10 @@ class Backend:
 def selfSignedPEM(name: str) -> bytes:
     """
     A private key and a self-signed certificate for C{name} (with the
-    subjectAltName that TLS clients check), as PEM.
+    subjectAltName that TLS clients check), as one PEM file's content.
     """
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()) + cert.public_bytes(
-                                 serialization.Encoding.PEM)
-
+    certificate, key = selfSignedCertificate(name)
+    return key + certificate
 
 def captureLog(test: TestCase) -> list[dict[str, Any]]:
     """
