@@ -19,13 +19,12 @@ from endpointkit._socks import (
     HTTPProxyAuthenticationRequired,
     HTTPProxyRefused,
     MalformedProxyReply,
-    ProxyClosedConnection,
     ProxyError,
     ProxyReplyTooLarge,
     SendData,
-    TruncatedProxyReply,
     TunnelReady,
     WrongProxyVersion,
+    _Handshake,
 )
 
 DEFAULT_MAX_REPLY_HEADER = 16384
@@ -53,7 +52,7 @@ def basicCredentials(username: str, password: str) -> bytes:
     return b"Basic " + token
 
 
-class HTTPConnectHandshake:
+class HTTPConnectHandshake(_Handshake):
     """
     The client side of C{CONNECT host:port HTTP/1.1}.
 
@@ -81,28 +80,19 @@ class HTTPConnectHandshake:
             our_role=h11.CLIENT, max_incomplete_event_size=maxReplyHeader)
         self._request = h11.Request(method=b"CONNECT", target=target.encode("ascii"),
                                     headers=requestHeaders)
+        _Handshake.__init__(self)
         self._maxReplyHeader = maxReplyHeader
         self._received = 0
         self._head = b""
         self._informational = 0
-        self._done = False
-        self._failed = False
 
     def __repr__(self) -> str:
         return f"<HTTPConnectHandshake to {authority(self.host, self.port)}>"
-
-    @property
-    def done(self) -> bool:
-        return self._done
 
     def initiate(self) -> list[Event]:
         data = self._connection.send(self._request) or b""
         data += self._connection.send(h11.EndOfMessage()) or b""
         return [SendData(data)]
-
-    def _error(self, kind: type[ProxyError], reason: str) -> ProxyError:
-        self._failed = True
-        return kind(self.protocol, reason)
 
     def receiveData(self, data: bytes) -> list[Event]:
         if self._done or self._failed:
@@ -167,14 +157,5 @@ class HTTPConnectHandshake:
             raise self._error(WrongProxyVersion,
                               f"sent a reply of HTTP version {version!r} (expected 1.0 or 1.1)")
 
-    def connectionClosed(self) -> ProxyError:
-        """
-        The proxy closed the connection: the error to report.
-        """
-        if self._received:
-            return self._error(
-                TruncatedProxyReply,
-                f"closed the connection in the middle of its reply "
-                f"({self._received} bytes received)")
-        return self._error(ProxyClosedConnection,
-                           "closed the connection during the handshake")
+    def _partialReply(self) -> int:
+        return self._received

@@ -310,15 +310,22 @@ class _Handshake:
         self._failed = True
         return kind(self.protocol, reason)
 
+    def _partialReply(self) -> int:
+        """
+        How many bytes of a reply not yet complete have arrived.
+        """
+        return len(self._buffer)
+
     def connectionClosed(self) -> ProxyError:
         """
         The proxy closed the connection: the error to report.
         """
-        if self._buffer:
+        partial = self._partialReply()
+        if partial:
             return self._error(
                 TruncatedProxyReply,
                 f"closed the connection in the middle of its reply "
-                f"({len(self._buffer)} byte{'s' if len(self._buffer) != 1 else ''} received)")
+                f"({partial} byte{'s' if partial != 1 else ''} received)")
         return self._error(ProxyClosedConnection,
                            "closed the connection during the handshake")
 

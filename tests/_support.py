@@ -158,3 +158,20 @@ def selfSignedCertificate(name: str, addresses: Sequence[str] = ()) -> tuple[byt
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                           serialization.NoEncryption()),
     )
+
+
+def portIsFree(port: int, host: str = "127.0.0.1") -> bool:
+    """
+    Whether a new listener can take C{port} on C{host}.  With SO_REUSEADDR
+    on both sides, Linux lets a listener share the port with connections
+    that are still closing, but never with another listener.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            s.listen(1)
+        except OSError:
+            return False
+        return True

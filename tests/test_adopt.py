@@ -21,7 +21,7 @@ from twisted.trial.unittest import TestCase
 from endpointkit._description import DescriptionError
 from endpointkit._parse import serverFromString
 from endpointkit.adopt import AdoptedServerEndpoint, inspectListeningSocket
-from tests._support import fileDescriptorNumbers, requirePeer, startPeer
+from tests._support import fileDescriptorNumbers, portIsFree, requirePeer, startPeer
 from tests.servers_helpers import bounded, connect
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,23 +39,6 @@ def _listening(family: int = socket.AF_INET, host: str = "127.0.0.1") -> socket.
     s.bind((host, 0))
     s.listen(16)
     return s
-
-
-def _portIsFree(port: int, host: str = "127.0.0.1") -> bool:
-    """
-    Whether a new listener can take C{port}.  With SO_REUSEADDR on both
-    sides, Linux lets connections that are still closing share the port,
-    but never a listener.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-            s.listen(1)
-        except OSError:
-            return False
-        return True
 
 
 class InspectTests(TestCase):
@@ -172,10 +155,10 @@ class AdoptTests(TestCase):
         client = yield bounded(reactor, connect(reactor, number, data=b"ping",
                                                 closeAfter=b"ping"))
         self.assertEqual((yield bounded(reactor, client.done)), b"ping")
-        self.assertFalse(_portIsFree(number))
+        self.assertFalse(portIsFree(number))
         stopped = True
         yield port.stopListening()
-        self.assertTrue(_portIsFree(number))
+        self.assertTrue(portIsFree(number))
 
     @defer.inlineCallbacks
     def test_adoptUnix(self) -> Any:
@@ -279,7 +262,7 @@ class InheritedTests(TestCase):
         self.assertEqual(_greeting(number), f"pid={child.pid} listen_fds=-\n".encode())
         child.send_signal(signal.SIGTERM)
         child.wait(10)
-        self.assertTrue(_portIsFree(number))
+        self.assertTrue(portIsFree(number))
 
     def test_systemdSocketActivate(self) -> None:
         """

@@ -53,6 +53,7 @@ from tests._support import (
     PYTHON,
     fileDescriptorNumbers,
     freePort,
+    portIsFree,
     requirePeer,
     selfSignedCertificate,
 )
@@ -475,17 +476,7 @@ class ListenErrorTests(_Base):
 
 
 def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    with socket.socket(socket.AF_INET6) as s:
-        try:
-            s.bind(("::1", port))
-        except OSError:
-            return False
-    return True
+    return portIsFree(port) and portIsFree(port, "::1")
 
 
 class StopListeningTests(_Base):

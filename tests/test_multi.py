@@ -21,29 +21,13 @@ from zope.interface import implementer
 from endpointkit._description import DescriptionError, buildDescription
 from endpointkit._parse import serverFromString
 from endpointkit.multi import MultiListenError, MultiPort, MultiServerEndpoint
-from tests._support import freePort
+from tests._support import freePort, portIsFree
 from tests.servers_helpers import bounded, connect
 
 
 class Echo(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
-
-
-def _portIsFree(port: int, host: str = "127.0.0.1") -> bool:
-    """
-    Whether a new listener can take C{port}: SO_REUSEADDR lets it share the
-    port with connections still closing, never with a listener.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-            s.listen(1)
-        except OSError:
-            return False
-        return True
 
 
 def _unixIsFree(path: str) -> bool:
@@ -168,8 +152,8 @@ class ListenTests(TestCase):
                                                     data=b"x", closeAfter=b"x"))
             self.assertEqual((yield bounded(reactor, client.done)), b"x")
         yield port.stopListening()
-        self.assertTrue(_portIsFree(hosts[0].port))
-        self.assertTrue(_portIsFree(hosts[1].port, "::1"))
+        self.assertTrue(portIsFree(hosts[0].port))
+        self.assertTrue(portIsFree(hosts[1].port, "::1"))
         self.assertTrue(_unixIsFree(path))
 
     @defer.inlineCallbacks
@@ -194,7 +178,7 @@ class ListenTests(TestCase):
             seen: list[bool] = []
 
             def check(failure: Failure, seen: list[bool] = seen) -> Failure:
-                seen.append(_portIsFree(first) and _portIsFree(last, "::1")
+                seen.append(portIsFree(first) and portIsFree(last, "::1")
                             and _unixIsFree(path))
                 return failure
 
@@ -236,8 +220,8 @@ class NestingTests(TestCase):
             client = yield bounded(reactor, connect(reactor, number, data=b"n", closeAfter=b"n"))
             self.assertEqual((yield bounded(reactor, client.done)), b"n")
         yield port.stopListening()
-        self.assertTrue(_portIsFree(shared.port))
-        self.assertTrue(_portIsFree(adopted))
+        self.assertTrue(portIsFree(shared.port))
+        self.assertTrue(portIsFree(adopted))
 
 
 class FakeMemberTests(TestCase):
