@@ -507,16 +507,11 @@ class LayerTests(SynchronousTestCase):
 # Real proxies.
 
 
-class MicrosocksTests(TestCase):
+class RealProxyTestCase(TestCase):
     """
-    socks5: through microsocks, with and without a password.
+    What the tests against real proxy programs share: one exchange of bytes
+    through a tunnel, checked, then closed.
     """
-
-    def startMicrosocks(self, *extra: str) -> int:
-        program = requirePeer("microsocks")
-        port = freePort()
-        startPeer(self, [program, "-i", "127.0.0.1", "-p", str(port), *extra], port)
-        return port
 
     @defer.inlineCallbacks
     def exchange(self, description: str, payload: bytes = b"ping",
@@ -529,6 +524,18 @@ class MicrosocksTests(TestCase):
         client.transport.loseConnection()  # type: ignore[union-attr]
         yield bounded(client.lost)
         return client
+
+
+class MicrosocksTests(RealProxyTestCase):
+    """
+    socks5: through microsocks, with and without a password.
+    """
+
+    def startMicrosocks(self, *extra: str) -> int:
+        program = requirePeer("microsocks")
+        port = freePort()
+        startPeer(self, [program, "-i", "127.0.0.1", "-p", str(port), *extra], port)
+        return port
 
     @defer.inlineCallbacks
     def test_noAuth(self) -> Any:
@@ -629,7 +636,7 @@ class MicrosocksTests(TestCase):
         self.assertIn("example.com", str(reason) + repr(reason))
 
 
-class TinyproxyTests(TestCase):
+class TinyproxyTests(RealProxyTestCase):
     """
     httpconnect: through tinyproxy, with and without Basic authentication.
     """
@@ -646,18 +653,6 @@ class TinyproxyTests(TestCase):
                     + "".join(line + "\n" for line in lines))
         startPeer(self, [program, "-d", "-c", config], port)
         return port
-
-    @defer.inlineCallbacks
-    def exchange(self, description: str, payload: bytes = b"ping",
-                 parse: Callable[[Any, str], Any] = clientFromString) -> Any:
-        client = Collect(len(payload))
-        yield bounded(connectProtocol(parse(reactor, description), client))
-        client.transport.write(payload)  # type: ignore[union-attr]
-        received = yield bounded(client.enough)
-        self.assertEqual(received, payload)
-        client.transport.loseConnection()  # type: ignore[union-attr]
-        yield bounded(client.lost)
-        return client
 
     @defer.inlineCallbacks
     def test_noAuth(self) -> Any:

@@ -321,6 +321,22 @@ class RelayTestsMixin:
         await within(service.listening)
         return service
 
+    def relayProcessToSocket(self) -> tuple[socket.socket, RelayProcess, int]:
+        """
+        A relay process in front of a plain blocking listening socket (which
+        the test accepts on itself), both cleaned up with the test, and the
+        port the relay listens on.
+        """
+        server = socket.socket()
+        self.addCleanup(server.close)  # type: ignore[attr-defined]
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(WAIT)
+        target = server.getsockname()[1]
+        port = freePort()
+        relay = RelayProcess(self, [*self.flags, f"tcp:{port}:interface=127.0.0.1",  # type: ignore[attr-defined]
+                                    f"tcp:127.0.0.1:{target}"], port)
+        return server, relay, port
     def relayAddress(self, service: RelayService) -> int:
         assert service.port is not None
         port: int = service.port.getHost().port  # type: ignore[attr-defined]
@@ -800,15 +816,7 @@ class RelayTestsMixin:
         intact (sha256), then each direction's end.
         """
         total = INTEGRITY_BYTES
-        server = socket.socket()
-        self.addCleanup(server.close)  # type: ignore[attr-defined]
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        server.settimeout(WAIT)
-        target = server.getsockname()[1]
-        port = freePort()
-        relay = RelayProcess(self, [*self.flags, f"tcp:{port}:interface=127.0.0.1",  # type: ignore[arg-type]
-                                    f"tcp:127.0.0.1:{target}"], port)
+        server, relay, port = self.relayProcessToSocket()
         results: dict[str, Any] = {}
 
         def backendSide() -> None:
@@ -845,15 +853,7 @@ class RelayTestsMixin:
         relay process's memory stays bounded.
         """
         total = 256 << 20
-        server = socket.socket()
-        self.addCleanup(server.close)  # type: ignore[attr-defined]
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        server.settimeout(WAIT)
-        target = server.getsockname()[1]
-        port = freePort()
-        relay = RelayProcess(self, [*self.flags, f"tcp:{port}:interface=127.0.0.1",  # type: ignore[arg-type]
-                                    f"tcp:127.0.0.1:{target}"], port)
+        server, relay, port = self.relayProcessToSocket()
         baseline = _vmRSS(relay.process.pid)
         peak = [baseline]
         done = threading.Event()
