@@ -73,8 +73,8 @@ def main() -> None:
     wrapped = r"timeout:30:endpoint=tcp\:127.0.0.1\:80"
     calls = 200 if quick else 1000
     rows = [
-        ("twisted  clientFromString tcp:", perCall(lambda: endpoints.clientFromString(reactor, tcp), calls)),
-        ("twisted  clientFromString timeout:", perCall(lambda: endpoints.clientFromString(reactor, wrapped), calls)),
+        ("twisted  clientFromString tcp:", perCall(lambda: endpoints.clientFromString(reactor, tcp), calls)),  # type: ignore[no-untyped-call]
+        ("twisted  clientFromString timeout:", perCall(lambda: endpoints.clientFromString(reactor, wrapped), calls)),  # type: ignore[no-untyped-call]
         ("endpointkit clientFromString tcp:", perCall(lambda: endpointkit.clientFromString(reactor, tcp), calls)),
         ("endpointkit clientFromString timeout:", perCall(lambda: endpointkit.clientFromString(reactor, wrapped), calls)),
     ]

@@ -172,7 +172,7 @@ def latency(description: str, count: int) -> Any:
     for _ in range(count):
         start = time.perf_counter()
         client = PingPong()
-        yield connectProtocol(endpoint, client)
+        yield connectProtocol(endpoint, client)  # type: ignore[no-untyped-call]
         yield client.done
         if client.received != b"ping":
             raise SystemExit(f"{description}: echo returned {client.received!r}")
@@ -185,7 +185,7 @@ def latency(description: str, count: int) -> Any:
 def bulk(description: str, size: int) -> Any:
     client = Download(size)
     start = time.perf_counter()
-    yield connectProtocol(clientFromString(reactor, description), client)
+    yield connectProtocol(clientFromString(reactor, description), client)  # type: ignore[no-untyped-call]
     received = yield client.done
     elapsed = time.perf_counter() - start
     if received < size:
@@ -294,8 +294,8 @@ if __name__ == "__main__":
     failures: list[Any] = []
     d = main(options)
     d.addErrback(failures.append)
-    d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    d.addBoth(lambda _: reactor.stop())
+    reactor.run()
     if failures:
         failures[0].printTraceback()
         sys.exit(1)
