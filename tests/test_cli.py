@@ -125,6 +125,23 @@ class CheckTests(TestCase):
         self.assertIn("port = 8443", out)
         self.assertIn("timeout = 30  (default)", out)
 
+    def test_secretsMasked(self) -> None:
+        """
+        A password shows as C{***} in C{check}'s output and in its errors,
+        however deep it is nested.
+        """
+        description = (r"timeout:5:endpoint=socks5\:example.com\:443\:user=me\:password=hunter2"
+                       r"\:endpoint=tcp\\\:127.0.0.1\\\:1080")
+        status, out, err = runCommand("check", "--client", description)
+        self.assertEqual((status, err), (0, ""))
+        self.assertNotIn("hunter2", out)
+        self.assertIn("password = ***", out)
+        self.assertIn(r"password\=***", out.splitlines()[0])
+        status, out, err = runCommand(
+            "check", "--client", r"socks5:example.com:443:password=hunter2:endpoint=tcp\:h\:x")
+        self.assertEqual(status, 2)
+        self.assertNotIn("hunter2", out + err)
+
     def test_bothSides(self) -> None:
         """
         Without --client or --server, every side the prefix exists on is
