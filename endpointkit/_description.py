@@ -606,11 +606,13 @@ def parseArguments(
         if found is None:
             names = list(etype.byName)
             guess = _didYouMean(key, names)
-            hint = (
-                f"did you mean {guess!r}?"
-                if guess
-                else ("it takes " + ", ".join(names) if names else "it takes no arguments")
-            )
+            if ":" in key:
+                hint = ("it looks like a description with an unescaped '='; inside a "
+                        "nested description escape it as \\= (buildDescription does)")
+            elif guess:
+                hint = f"did you mean {guess!r}?"
+            else:
+                hint = "it takes " + ", ".join(names) if names else "it takes no arguments"
             _fail(etype, None, f"unknown argument {key!r}; {hint}")
         if found.variadic:
             _fail(etype, key, "is given by position, not as a keyword")

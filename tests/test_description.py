@@ -223,6 +223,18 @@ class ArgumentTests(SynchronousTestCase):
         e = self.assertRaises(DescriptionError, parseSample, "sample:h:80:flavor=fancy")
         self.assertEqual(str(e), "sample: unknown argument 'flavor'; did you mean 'flavour'?")
 
+    def test_unescapedEqualsInNestedDescription(self) -> None:
+        """
+        A positional nested description whose C{=} was not escaped reads as
+        an odd keyword; the error says what happened.
+        """
+        e = self.assertRaises(DescriptionError, parseDescription,
+                              r"multi:tcp\:8080\:interface=0.0.0.0", "server")
+        self.assertEqual(
+            str(e), "multi: unknown argument 'tcp:8080:interface'; it looks like a description "
+            "with an unescaped '='; inside a nested description escape it as \\= "
+            "(buildDescription does)")
+
     def test_unknownKeywordNoGuess(self) -> None:
         e = self.assertRaises(DescriptionError, parseSample, "sample:h:80:zzz=1")
         self.assertIn("it takes host, port, password", str(e))
