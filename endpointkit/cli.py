@@ -135,11 +135,9 @@ def readmeTable() -> str:
 
 
 def _shownDefault(arg: Arg) -> str:
-    if arg.default is None or arg.default == () or arg.default == "":
-        return "none"
-    if arg.kind.name == "bool":
+    if arg.kind.name == "bool" and not arg.required and arg.default is not None:
         return "yes" if arg.default else "no"
-    return formatValue(arg, arg.default, masked=True)
+    return _default(arg) or "none"
 
 
 def _describe(parsed: Parsed, out: TextIO, indent: str = "") -> None:

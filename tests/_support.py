@@ -175,3 +175,34 @@ def portIsFree(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
         return True
+
+
+def startMicrosocks(test: TestCase, *extra: str) -> int:
+    """
+    A real SOCKS5 server (microsocks) on loopback for the length of C{test},
+    with C{extra} arguments (C{-u USER -P PASS} for authentication); its
+    port.
+    """
+    program = requirePeer("microsocks")
+    port = freePort()
+    startPeer(test, [program, "-i", "127.0.0.1", "-p", str(port), *extra], port)
+    return port
+
+
+def startTinyproxy(test: TestCase, *lines: str) -> int:
+    """
+    A real HTTP proxy (tinyproxy) on loopback for the length of C{test},
+    with C{lines} added to its configuration (C{BasicAuth USER PASS},
+    C{ConnectPort N}); its port.
+    """
+    program = requirePeer("tinyproxy")
+    port = freePort()
+    directory = test.mktemp()
+    os.mkdir(directory)
+    config = os.path.join(directory, "tinyproxy.conf")
+    with open(config, "w") as f:
+        f.write(f"Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\n"
+                f'LogFile "{directory}/log"\nLogLevel Info\nMaxClients 50\n'
+                + "".join(line + "\n" for line in lines))
+    startPeer(test, [program, "-d", "-c", config], port)
+    return port

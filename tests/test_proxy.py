@@ -48,7 +48,14 @@ from endpointkit.proxy import (
     socks4aType,
     socks5Type,
 )
-from tests._support import freePort, requirePeer, selfSignedCertificate, startPeer
+from tests._support import (
+    freePort,
+    requirePeer,
+    selfSignedCertificate,
+    startMicrosocks,
+    startPeer,
+    startTinyproxy,
+)
 
 WAIT = 20.0
 """
@@ -532,10 +539,7 @@ class MicrosocksTests(RealProxyTestCase):
     """
 
     def startMicrosocks(self, *extra: str) -> int:
-        program = requirePeer("microsocks")
-        port = freePort()
-        startPeer(self, [program, "-i", "127.0.0.1", "-p", str(port), *extra], port)
-        return port
+        return startMicrosocks(self, *extra)
 
     @defer.inlineCallbacks
     def test_noAuth(self) -> Any:
@@ -642,17 +646,7 @@ class TinyproxyTests(RealProxyTestCase):
     """
 
     def startTinyproxy(self, *lines: str) -> int:
-        program = requirePeer("tinyproxy")
-        port = freePort()
-        directory = self.mktemp()
-        os.mkdir(directory)
-        config = os.path.join(directory, "tinyproxy.conf")
-        with open(config, "w") as f:
-            f.write(f"Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\n"
-                    f'LogFile "{directory}/log"\nLogLevel Info\nMaxClients 50\n'
-                    + "".join(line + "\n" for line in lines))
-        startPeer(self, [program, "-d", "-c", config], port)
-        return port
+        return startTinyproxy(self, *lines)
 
     @defer.inlineCallbacks
     def test_noAuth(self) -> Any:

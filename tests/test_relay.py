@@ -50,8 +50,9 @@ from tests._support import (
     PYTHON,
     fileDescriptorNumbers,
     freePort,
-    requirePeer,
     selfSignedCertificate,
+    startMicrosocks,
+    startTinyproxy,
     waitForPort,
 )
 
@@ -750,12 +751,7 @@ class RelayTestsMixin:
         """
         README: TCP to a backend through a SOCKS5 proxy.
         """
-        from tests._support import startPeer
-
-        microsocks = requirePeer("microsocks")
-        proxyPort = freePort()
-        startPeer(self, [microsocks, "-i", "127.0.0.1", "-p", str(proxyPort)],  # type: ignore[arg-type]
-                  proxyPort)
+        proxyPort = startMicrosocks(self)  # type: ignore[arg-type]
         _backend, target = await self.echoBackend()
         backendPort = int(target.rsplit(":", 1)[1])
         connect = buildDescription("socks5", "127.0.0.1", backendPort,
@@ -767,16 +763,7 @@ class RelayTestsMixin:
         """
         README: TCP to a backend through an HTTP CONNECT proxy.
         """
-        from tests._support import startPeer
-
-        tinyproxy = requirePeer("tinyproxy")
-        proxyPort = freePort()
-        directory = tempfile.mkdtemp()
-        conf = os.path.join(directory, "tinyproxy.conf")
-        with open(conf, "w") as f:
-            f.write(f"Port {proxyPort}\nListen 127.0.0.1\nAllow 127.0.0.1\n"
-                    f"LogFile \"{directory}/log\"\nMaxClients 20\n")
-        startPeer(self, [tinyproxy, "-d", "-c", conf], proxyPort)  # type: ignore[arg-type]
+        proxyPort = startTinyproxy(self)  # type: ignore[arg-type]
         _backend, target = await self.echoBackend()
         backendPort = int(target.rsplit(":", 1)[1])
         connect = buildDescription("httpconnect", "127.0.0.1", backendPort,
