@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from endpointkit._description import (
+    BACKLOG,
     Arg,
     Bool,
     Choice,
@@ -30,7 +31,6 @@ from endpointkit._description import (
 )
 
 _PROVIDER = "twisted"
-_BACKLOG = Arg("backlog", Int(1, 65535), 50, "length of the listen queue", True)
 
 
 def _buildWithTwisted(reactor: Any, parsed: Parsed) -> Any:
@@ -77,12 +77,12 @@ def builtinTypes() -> tuple[EndpointType, ...]:
             "tcp", "server", "TCP over IPv4, listening",
             Arg("port", Port(allowZero=True), help="port to listen on (0: any free port)", positional=True),
             Arg("interface", Host(allowEmpty=True, what="local address"), "", "address to listen on (empty: all IPv4)", True),
-            _BACKLOG,
+            BACKLOG,
         ),
         _twisted(
             "tcp6", "server", "TCP over IPv6, listening",
             Arg("port", Port(allowZero=True), help="port to listen on (0: any free port)", positional=True),
-            _BACKLOG,
+            BACKLOG,
             Arg("interface", Host(allowEmpty=True, what="local address"), "::", "IPv6 address to listen on", True),
         ),
         _twisted(
@@ -92,7 +92,7 @@ def builtinTypes() -> tuple[EndpointType, ...]:
             Arg("certKey", Path(), None, "PEM file with the certificate (default: privateKey)", True),
             Arg("sslmethod", Choice(*_SSL_METHODS, caseSensitive=True), None, "OpenSSL method name", True),
             Arg("interface", Host(allowEmpty=True, what="local address"), "", "address to listen on", True),
-            Arg("backlog", Int(1, 65535), 50, "length of the listen queue", True),
+            BACKLOG,
             Arg("extraCertChain", Path(), None, "PEM file with the chain to the root", True),
             Arg("dhParameters", Path(), None, "file with Diffie-Hellman parameters", True),
         ),
@@ -100,7 +100,7 @@ def builtinTypes() -> tuple[EndpointType, ...]:
             "unix", "server", "UNIX stream socket, listening",
             Arg("address", Path(), help="path of the socket file", positional=True),
             Arg("mode", Mode(), 0o666, "permissions of the socket file", True),
-            Arg("backlog", Int(1, 65535), 50, "length of the listen queue", True),
+            BACKLOG,
             Arg("lockfile", Bool(), True, "guard the path with a PID lock file", True),
         ),
         _twisted(
@@ -115,7 +115,7 @@ def builtinTypes() -> tuple[EndpointType, ...]:
             "tls", "server", "TLS with SNI over TCP/IPv6, certificates from a directory of PEM files",
             Arg("path", Path(), help="directory of PEM files named by host", positional=True),
             Arg("port", Port(allowZero=True), 443, "port to listen on", True),
-            Arg("backlog", Int(1, 65535), 50, "length of the listen queue", True),
+            BACKLOG,
             Arg("interface", Host(allowEmpty=True, what="local address"), "::", "address to listen on", True),
         ),
         _twisted(

@@ -366,6 +366,11 @@ class Arg:
         return self.default is REQUIRED
 
 
+BACKLOG = Arg("backlog", Int(1, 65535), 50, "length of the listen queue", positional=True)
+"""
+The listen queue argument every listening TCP or UNIX type shares.
+"""
+
 Factory = Callable[..., Any]
 
 

@@ -35,7 +35,7 @@ from twisted.internet.tcp import makeBinding
 from twisted.python.runtime import platformType
 from zope.interface import implementer
 
-from endpointkit._description import Arg, EndpointType, Host, Int, Invalid, Port
+from endpointkit._description import BACKLOG, Arg, EndpointType, Host, Invalid, Port
 
 __all__ = ["ReusePortServerEndpoint", "reusePortSupported", "reuseportType"]
 
@@ -125,7 +125,7 @@ reuseportType = EndpointType(
             positional=True),
         Arg("interface", _ListenAddress(), "",
             "IPv4 or IPv6 address to listen on; empty: all IPv4", True),
-        Arg("backlog", Int(1, 65535), 50, "length of the listen queue", True),
+        BACKLOG,
     ),
     "TCP (IPv4 or IPv6, by the interface) with SO_REUSEPORT: several processes "
     "share one port and the kernel spreads connections; on Linux only sockets of "
