@@ -4,9 +4,14 @@ C{timeout:30:endpoint=tcp...} against bare C{tcp:} to the same loopback
 listener, the two interleaved connection by connection.
 
 One round: connect, close as soon as connected, wait until the connection is
-lost.  A third row is the reference for what any per-attempt deadline costs:
-a bare timer set and cancelled around C{connect}.  The listener is a separate process (accept, read to the end, close),
-so that only the client's side is measured in this process.
+lost.  Around C{tcp:} with whole seconds, C{timeout:} has C{tcp:} keep the
+deadline itself (its connector's own timer, set to those seconds) rather
+than setting a second one.  Two more rows show the rest: the deadline with a
+timer of its own, as C{connectWithTimeout} and C{timeout:} give around any
+other endpoint (L{TimeoutEndpoint} around the same C{tcp:}), and, for
+reference, the least a second timer costs: a bare timer set and cancelled
+around C{connect}.  The listener is a separate process (accept, read to the
+end, close), so that only the client's side is measured in this process.
 
     /tmp/venv/bin/python bench/bench_deadline.py            # 2,000 each
     /tmp/venv/bin/python bench/bench_deadline.py --quick    # 200 each
@@ -28,6 +33,7 @@ from twisted.python.failure import Failure
 
 from endpointkit._description import buildDescription
 from endpointkit._parse import clientFromString
+from endpointkit.deadline import TimeoutEndpoint
 
 LISTENER = r"""
 import socket, sys
@@ -112,6 +118,8 @@ def measure(rounds: int, port: int) -> Any:
         "tcp:": clientFromString(reactor, bare),
         "timeout:30:endpoint=tcp:": clientFromString(
             reactor, buildDescription("timeout", 30, endpoint=bare)),
+        "own timer: TimeoutEndpoint(tcp:)": TimeoutEndpoint(
+            clientFromString(reactor, bare), 30, reactor),
         "callLater+cancel (reference)": TimerOnly(clientFromString(reactor, bare), 30),
     }
     times: dict[str, list[float]] = {name: [] for name in endpoints}
@@ -130,10 +138,10 @@ def measure(rounds: int, port: int) -> Any:
 def report(times: dict[str, list[float]], rounds: int) -> None:
     (bareName, bare), *others = times.items()
     print(f"connect-and-close over loopback, {rounds} rounds each, interleaved")
-    print(f"{'endpoint':<32}{'median us':>11}{'mean us':>11}{'p90 us':>11}")
+    print(f"{'endpoint':<34}{'median us':>11}{'mean us':>11}{'p90 us':>11}")
     for name, samples in times.items():
         ordered = sorted(samples)
-        print(f"{name:<32}{statistics.median(ordered) * 1e6:>11.1f}"
+        print(f"{name:<34}{statistics.median(ordered) * 1e6:>11.1f}"
               f"{statistics.fmean(ordered) * 1e6:>11.1f}"
               f"{ordered[int(len(ordered) * 0.9)] * 1e6:>11.1f}")
     for name, samples in others:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import (
@@ -36,7 +37,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import classImplements, implementer, providedBy
+from zope.interface.declarations import objectSpecificationDescriptor
 
+from endpointkit._builtin import _PROVIDER as _TWISTED
 from endpointkit._description import (
     Arg,
     EndpointType,
@@ -58,7 +61,6 @@ __all__ = [
 ]
 
 _log = Logger()
-_T = TypeVar("_T")
 
 
 def _formatSeconds(seconds: float) -> str:
@@ -190,30 +192,11 @@ _EVENTS = ("dataReceived", "connectionLost", "readConnectionLost", "writeConnect
            "handshakeCompleted", "fileDescriptorReceived")
 
 
-def _offering(base: type[_T], wrapped: object, cache: dict[Any, Any]) -> type[_T]:
-    """
-    A subclass of C{base} that provides what C{wrapped} provides, from
-    C{cache} by what C{wrapped} provides.  Classes are made once per kind of
-    wrapped object: declaring interfaces on every instance would cost more
-    than the rest of an attempt.
-    """
-    spec = providedBy(wrapped)
-    try:
-        found: type[_T] = cache[spec]
-        return found
-    except KeyError:
-        cacheable = True
-    except TypeError:
-        cacheable = False
-    offering = type(base.__name__, (base,), {"__module__": base.__module__})
-    _declare(offering, spec)
-    if cacheable:
-        cache[spec] = offering
-    return offering
-
-
-# The interfaces offered are only known at run time.
-_declare: Any = classImplements
+# What an attempt is doing.
+_LIVE = 0  # connecting
+_CLOSED = 1  # ended by the caller's cancellation or the endpoint's failure
+_EXPIRING = 2  # its deadline passed: cancelling the endpoint's attempt
+_EXPIRED = 3  # its deadline passed, and the endpoint's canceller has returned
 
 
 @implementer(IProtocolFactory)
@@ -222,50 +205,73 @@ class _Attempt:
     One connection attempt with a deadline, and the factory it hands to the
     inner endpoint.
 
+    The caller gets the endpoint's own L{Deferred}, with the attempt's
+    callbacks first on it: they stop the timer, and turn what a cancellation
+    at the deadline gives into L{ConnectTimeout}.  (L{Deferred.cancel} always
+    fires a L{Deferred} that has not fired, whatever its canceller does, so
+    the caller has its timeout on time even from an endpoint that ignores
+    cancellation.)
+
     While the attempt is live it builds the caller's protocols and hands
     them to the endpoint as they are: nothing stands between a transport
-    and the caller's protocol.  Once it ends without a connection (deadline, cancellation, failure) it
-    is I{closed}: it closes every connection it made that the endpoint had
-    not delivered, and every connection that still arrives.  It offers the
-    interfaces and attributes of the caller's factory, so that a TLS wrapper
-    still finds, say, its ALPN protocols.
+    and the caller's protocol.  Once it has ended without a connection
+    (deadline, cancellation, failure) it closes every connection it made
+    that the endpoint had not delivered, and every connection that still
+    arrives.
 
-    @ivar finished: the result has fired (or is firing).
-    @ivar closed: no connection is wanted any more.
-    @ivar built: protocols built for the caller but not yet delivered.
+    It provides L{IProtocolFactory} and whatever the caller's factory
+    provides.  Asked what it provides (L{providedBy}), it becomes an
+    instance of the subclass made for that kind of factory (see
+    L{_attemptClass}), which declares those interfaces and reads their names
+    from the caller's factory: so a TLS wrapper still finds, say, the ALPN
+    protocols of an L{IProtocolNegotiationFactory}.  Most endpoints never
+    ask, and their attempts cost no more than the base class.  An attempt
+    is made for every connection, so it is kept small and has no
+    C{__getattr__} (which would slow down every attribute it has).
+
+    @ivar state: L{_LIVE}, L{_CLOSED}, L{_EXPIRING} or L{_EXPIRED}.
+    @ivar built: what was built for the caller but not yet delivered: no
+        protocol (L{None}), one, or a list of them (almost every attempt
+        builds exactly one).
+    @ivar owner: the L{TimeoutEndpoint} making it.
+    @ivar pending: the endpoint's L{Deferred} until it fires; while the
+        endpoint's canceller runs at the deadline, the L{Deferred} the
+        caller's callbacks wait on.
     """
 
-    timer: Any = None
-    pending: Deferred[Any] | None = None
-    finished = False
-    closed = False
+    __slots__ = ("built", "factory", "owner", "pending", "state", "timer")
 
-    def __init__(self, endpoint: Any, factory: Any, seconds: float, clock: Any,
-                 name: str | None) -> None:
-        self.endpoint = endpoint
+    def __init__(self, owner: TimeoutEndpoint, factory: Any) -> None:
+        self.owner = owner
         self.factory = factory
-        self.seconds = seconds
-        self.clock = clock
-        self.name = name
-        self.built: list[Any] = []
-        self.result: Deferred[IProtocol] = Deferred(self._cancel)
+        self.state = _LIVE
+        self.timer: Any = None
+        self.pending: Deferred[Any] | None = None
+        self.built: Any = None
 
     def __repr__(self) -> str:
-        return f"<deadline of {_formatSeconds(self.seconds)} s around {self.factory!r}>"
+        return (f"<deadline of {_formatSeconds(self.owner.timeout)} s "
+                f"around {self.factory!r}>")
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == "factory":
-            raise AttributeError(name)
-        return getattr(self.factory, name)
+    @property
+    def __providedBy__(self) -> Any:
+        self.__class__ = _attemptClass(self.factory)
+        return providedBy(self)
 
     # The factory.
 
     def buildProtocol(self, addr: IAddress) -> Any:
-        if self.closed:
+        if self.state:
             return _Discarded()
         protocol = self.factory.buildProtocol(addr)
-        if protocol is not None:
-            self.built.append(protocol)
+        built = self.built
+        if built is None:
+            self.built = protocol
+        elif protocol is not None:
+            if isinstance(built, list):
+                built.append(protocol)
+            else:
+                self.built = [built, protocol]
         return protocol
 
     def doStart(self) -> None:
@@ -279,46 +285,47 @@ class _Attempt:
                   endpoint=self.describe())
 
     def describe(self) -> str:
-        return describeEndpoint(self.endpoint) if self.name is None else self.name
+        owner = self.owner
+        if owner.innerDescription is None:
+            return describeEndpoint(owner.endpoint)
+        return owner.innerDescription
 
-    # The attempt (started by _connect).
+    # The attempt (started by _connect); the first callbacks on its Deferred.
 
-    def _stopTimer(self) -> None:
-        timer = self.timer
-        if timer is not None:
-            self.timer = None
-            timer.cancel()
-
-    def _connected(self, protocol: Any) -> None:
+    def _connected(self, protocol: Any) -> Any:
         self.pending = None
-        if self.finished:
+        if self.state:
+            # Delivered by a canceller, after the attempt ended.
             if not isinstance(protocol, _Discarded):
                 self._shut(protocol)
-            return
-        self.finished = True
+            if self.state >= _EXPIRING:
+                return self._timedOut()
+            return protocol
         timer = self.timer
         if timer is not None:
             self.timer = None
             timer.cancel()
-        self.built = []
-        self.result.callback(protocol)
+        self.built = None
+        return protocol
 
-    def _failed(self, failure: Failure) -> None:
+    def _failed(self, failure: Failure) -> Any:
         self.pending = None
-        if self.finished:
-            return
-        self._close()
-        self.result.errback(failure)
+        if self.state >= _EXPIRING:
+            return self._timedOut()
+        self._close(_CLOSED)
+        return failure
 
-    def _close(self) -> None:
-        self.finished = self.closed = True
-        self._stopTimer()
-        built, self.built = self.built, []
-        for protocol in built:
+    def _close(self, state: int) -> None:
+        self.state = state
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+        built, self.built = self.built, None
+        if built is None:
+            return
+        for protocol in built if isinstance(built, list) else [built]:
             self._shut(protocol)
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            pending.cancel()
 
     def _shut(self, protocol: Any) -> None:
         """
@@ -331,55 +338,96 @@ class _Attempt:
         else:
             _refuseConnection(protocol, self)
 
+    def _timedOut(self) -> Any:
+        """
+        What the caller gets once the deadline has passed: L{ConnectTimeout},
+        after the endpoint's canceller has returned (Twisted's own fire their
+        L{Deferred} first and close their socket after), so that by then the
+        attempt has let go of everything.
+        """
+        if self.state == _EXPIRING:
+            self.pending = Deferred()
+            return self.pending
+        return Failure(self._timeout())  # type: ignore[no-untyped-call]
+
+    def _timeout(self) -> ConnectTimeout:
+        return ConnectTimeout(self.owner.endpoint, self.owner.timeout, self.describe())
+
     def _expire(self) -> None:
         self.timer = None
-        if self.finished:
+        if self.state:
             return
-        self._close()
-        self.result.errback(ConnectTimeout(self.endpoint, self.seconds, self.describe()))
+        self._close(_EXPIRING)
+        pending, self.pending = self.pending, None
+        try:
+            if pending is not None:
+                pending.cancel()
+        finally:
+            self.state = _EXPIRED
+            timedOut, self.pending = self.pending, None
+            if timedOut is not None:
+                timedOut.errback(self._timeout())
 
-    def _cancel(self, result: Deferred[IProtocol]) -> None:
-        if not self.finished:
-            self._close()
+
+def _forwarding(name: str) -> property:
+    return property(lambda attempt: getattr(attempt.factory, name),
+                    doc=f"The caller's factory's C{{{name}}}.")
 
 
-def _connect(endpoint: Any, protocolOrFactory: Any, seconds: float, clock: Any,
-             name: str | None) -> Deferred[IProtocol]:
-    factory: Any
+def _attemptClass(factory: object) -> type[_Attempt]:
+    """
+    The attempt class for C{factory}: a subclass of L{_Attempt} that provides
+    what C{factory} provides, and reads from C{factory} every name of those
+    interfaces (and every public name of C{factory}'s class) that an attempt
+    does not have itself.  Classes are made once per class of factory and
+    what it provides, and kept.
+    """
+    spec = providedBy(factory)
+    key = (type(factory), spec)
+    try:
+        return _attemptClasses[key]
+    except KeyError:
+        cacheable = True
+    except TypeError:
+        cacheable = False
+    names = {name for name in dir(type(factory)) if not name.startswith("_")}
+    for interface in spec.flattened():
+        names.update(interface.names(all=True))
+    namespace: dict[str, Any] = {
+        name: _forwarding(name) for name in sorted(names) if not hasattr(_Attempt, name)}
+    namespace.update({"__module__": _Attempt.__module__, "__slots__": (),
+                      "__providedBy__": objectSpecificationDescriptor})
+    attemptClass = type(_Attempt.__name__, (_Attempt,), namespace)
+    _declare(attemptClass, spec)
+    if cacheable:
+        _attemptClasses[key] = attemptClass
+    return attemptClass
+
+
+# The interfaces offered are only known at run time.
+_declare: Any = classImplements
+
+# Every attempt class, by class of factory and what it provides.
+_attemptClasses: dict[Any, type[_Attempt]] = {}
+
+
+def _asFactory(protocolOrFactory: Any) -> Any:
+    """
+    C{protocolOrFactory} as a factory: itself when it is one, a factory of
+    just it when it is a protocol.  Classes whose instances are factories
+    are remembered, so that the next of them is known at once.
+    """
     if IProtocolFactory.providedBy(protocolOrFactory):
-        factory = protocolOrFactory
-    elif IProtocol.providedBy(protocolOrFactory):
-        factory = _OneShotFactory(protocolOrFactory)
-    else:
-        raise TypeError(
-            f"connectWithTimeout needs a protocol or a protocol factory, got {protocolOrFactory!r}")
-    if clock is None:
-        from twisted.internet import reactor
-
-        clock = reactor
-    try:
-        attemptClass = _attempts[providedBy(factory)]
-    except (KeyError, TypeError):
-        attemptClass = _offering(_Attempt, factory, _attempts)
-    attempt = attemptClass(endpoint, factory, seconds, clock, name)
-    attempt.timer = clock.callLater(seconds, attempt._expire)
-    try:
-        pending = endpoint.connect(attempt)
-    except Exception:
-        attempt._failed(Failure())  # type: ignore[no-untyped-call]
-        return attempt.result
-    except BaseException:
-        attempt._close()
-        raise
-    if not isinstance(pending, Deferred):
-        pending = maybeDeferred(lambda: pending)
-    if not pending.called:
-        attempt.pending = pending
-    pending.addCallbacks(attempt._connected, attempt._failed)
-    return attempt.result
+        if IProtocolFactory.implementedBy(type(protocolOrFactory)):
+            _factoryClasses.add(type(protocolOrFactory))
+        return protocolOrFactory
+    if IProtocol.providedBy(protocolOrFactory):
+        return _OneShotFactory(protocolOrFactory)
+    raise TypeError(
+        f"connectWithTimeout needs a protocol or a protocol factory, got {protocolOrFactory!r}")
 
 
-_attempts: dict[Any, type[_Attempt]] = {}
+_factoryClasses: set[type] = set()
 
 
 def connectWithTimeout(
@@ -404,7 +452,7 @@ def connectWithTimeout(
     @param clock: the L{IReactorTime} for the deadline; the global reactor
         when not given.
     """
-    return _connect(endpoint, protocolOrFactory, _checkTimeout(timeout), clock, None)
+    return TimeoutEndpoint(endpoint, timeout, clock).connect(protocolOrFactory)
 
 
 @implementer(IStreamClientEndpoint)
@@ -417,15 +465,25 @@ class TimeoutEndpoint:
     @ivar timeout: the deadline, in seconds.
     @ivar innerDescription: the description of C{endpoint}, secrets masked,
         when it was built from one.
+    @ivar innerTimesOut: C{endpoint} keeps this deadline itself: it is
+        Twisted's TCP or UNIX client endpoint, whose connector fails an
+        attempt with L{TimeoutError} after exactly C{timeout} seconds,
+        cancels its own delayed call when the attempt ends and closes its
+        socket.  No second timer is then set: that error becomes
+        L{ConnectTimeout}, and everything else is passed on as it is.
+        C{timeout:} sets this when it builds C{tcp:} or C{unix:} with whole
+        seconds (no more than their own C{timeout}, which it sets to them).
     """
 
     def __init__(self, endpoint: IStreamClientEndpoint, timeout: float,
                  clock: IReactorTime | None = None,
-                 innerDescription: str | None = None) -> None:
+                 innerDescription: str | None = None, *,
+                 innerTimesOut: bool = False) -> None:
         self.endpoint = endpoint
         self.timeout = _checkTimeout(timeout)
         self.clock = clock
         self.innerDescription = innerDescription
+        self.innerTimesOut = innerTimesOut
 
     @property
     def description(self) -> str | None:
@@ -442,16 +500,73 @@ class TimeoutEndpoint:
             return f"<TimeoutEndpoint {description}>"
         return f"<TimeoutEndpoint {_formatSeconds(self.timeout)} s around {self.endpoint!r}>"
 
-    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        return _connect(self.endpoint, protocolFactory, self.timeout, self.clock,
-                        self.innerDescription)
+    def connect(self, protocolFactory: IProtocolFactory | IProtocol) -> Deferred[IProtocol]:
+        """
+        Connect the inner endpoint with C{protocolFactory} (or a protocol
+        instance), with the deadline; see L{connectWithTimeout}.
+        """
+        factory: Any = protocolFactory
+        if type(factory) not in _factoryClasses:
+            factory = _asFactory(factory)
+        if self.innerTimesOut:
+            return self.endpoint.connect(factory).addErrback(self._timedOut)
+        attempt = _Attempt(self, factory)
+        try:
+            pending: Any = self.endpoint.connect(attempt)
+        except BaseException as error:
+            attempt._close(_CLOSED)
+            if not isinstance(error, Exception):
+                raise
+            return fail()
+        if not isinstance(pending, Deferred):
+            result = pending
+            pending = maybeDeferred(lambda: result)
+        attempt.pending = pending
+        pending.addCallbacks(attempt._connected, attempt._failed)
+        if attempt.pending is not None:
+            # Still connecting: the deadline starts now (an endpoint that
+            # connects within connect() needs no delayed call at all).
+            clock: Any = self.clock
+            if clock is None:
+                from twisted.internet import reactor as clock
+            attempt.timer = clock.callLater(self.timeout, attempt._expire)
+        started: Deferred[IProtocol] = pending
+        return started
+
+
+    def _timedOut(self, failure: Failure) -> Failure:
+        """
+        The inner endpoint's own deadline passed (see C{innerTimesOut}).
+        """
+        if type(failure.value) is TimeoutError:
+            description = self.innerDescription
+            if description is None:
+                description = describeEndpoint(self.endpoint)
+            return Failure(  # type: ignore[no-untyped-call]
+                ConnectTimeout(self.endpoint, self.timeout, description))
+        return failure
+
+
+# The types whose endpoints keep a deadline of whole seconds themselves
+# (Twisted's connectors), as their "timeout" argument.
+_KEEP_THEIR_OWN = frozenset({"tcp", "unix"})
 
 
 def _buildTimeout(reactor: Any, parsed: Parsed) -> TimeoutEndpoint:
     inner = parsed.values["endpoint"]
     assert isinstance(inner, Parsed)
-    return TimeoutEndpoint(inner.build(reactor), parsed.values["seconds"], reactor,
-                           inner.description(masked=True))
+    seconds: float = parsed.values["seconds"]
+    description = inner.description(masked=True)
+    own = inner.values.get("timeout")
+    if (inner.type is not None and inner.type.provider == _TWISTED
+            and inner.prefix in _KEEP_THEIR_OWN and seconds.is_integer()
+            and isinstance(own, int) and (own == 0 or own >= seconds)):
+        timed = replace(inner, values={**inner.values, "timeout": int(seconds)},
+                        given=(*inner.given, "timeout") if "timeout" not in inner.given
+                        else inner.given)
+        return TimeoutEndpoint(timed.build(reactor), seconds, reactor, description,
+                               innerTimesOut=True)
+    return TimeoutEndpoint(inner.build(reactor), seconds, reactor, description)
 
 
 timeoutType = EndpointType(

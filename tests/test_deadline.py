@@ -576,6 +576,37 @@ class ConnectWithTimeoutTests(TestCase):
         self.assertIsNone(bare.description)
         self.assertEqual(repr(bare), "<TimeoutEndpoint 0.5 s around <ScriptedEndpoint>>")
 
+    def test_innerTimesOut(self) -> None:
+        """
+        Around an endpoint that keeps the deadline itself, no timer is set:
+        its L{TimeoutError} becomes L{ConnectTimeout} naming the inner
+        description and the seconds, and every other outcome (success, any
+        other error, a L{TimeoutError} subclass from a deadline further in)
+        is passed on as it is.
+        """
+        endpoint = ScriptedEndpoint(self.clock, fireAt=3, failWith=TimeoutError())
+        timed = TimeoutEndpoint(endpoint, 3, self.clock, "scripted:inner", innerTimesOut=True)
+        outcome = Outcome(timed.connect(self.factory), self.clock)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # the endpoint's own
+        self.clock.advance(3)
+        assert outcome.failure is not None
+        self.assertIs(type(outcome.failure.value), ConnectTimeout)
+        self.assertEqual(str(outcome.failure.value),
+                         "connecting to scripted:inner timed out after 3 seconds")
+        self.assertIs(outcome.failure.value.endpoint, endpoint)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+        for error in (ConnectionRefusedError(), ConnectTimeout(endpoint, 1, "inner:deeper")):
+            timed = TimeoutEndpoint(ScriptedEndpoint(self.clock, fireAt=0, failWith=error),
+                                    3, self.clock, innerTimesOut=True)
+            failure = self.failureResultOf(timed.connect(self.factory))
+            self.assertIs(failure.value, error)
+
+        timed = TimeoutEndpoint(connected(self.clock, 0), 3, self.clock, innerTimesOut=True)
+        protocol = self.successResultOf(timed.connect(Recorder()))
+        self.assertEqual(protocol.made, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_manyAttemptsLeaveNothing(self) -> None:
         """
         10,000 attempts that all time out leave no delayed call and no
@@ -627,6 +658,34 @@ class ParsingTests(TestCase):
                              ("127.0.0.1", 8080))
             self.assertEqual(endpoint.innerDescription, "tcp:127.0.0.1:8080")
             self.assertEqual(endpoint.description, description)
+
+    def test_innerDeadline(self) -> None:
+        """
+        Around C{tcp:} and C{unix:} with whole seconds, C{timeout:} sets the
+        inner endpoint's own connect timeout to them instead of a second
+        timer (when that timeout is longer, or 0 for none); otherwise, and
+        around every other type, it keeps its own timer.  The description
+        stays as given.
+        """
+        tcp = buildDescription("tcp", "127.0.0.1", 8080)
+        cases = [
+            (buildDescription("timeout", 30, endpoint=tcp), True, 30),
+            (buildDescription("timeout", 5, endpoint=tcp), True, 5),
+            (buildDescription("timeout", 5, endpoint=tcp + ":timeout=0"), True, 5),
+            (buildDescription("timeout", 5, endpoint=buildDescription("unix", "/tmp/x.sock")),
+             True, 5),
+            (buildDescription("timeout", 2.5, endpoint=tcp), False, 30),
+            (buildDescription("timeout", 5, endpoint=tcp + ":timeout=2"), False, 2),
+            (buildDescription("timeout", 31, endpoint=tcp), False, 30),
+            (buildDescription("timeout", 5, endpoint=buildDescription(
+                "hostname", "localhost", 8080)), False, 30),
+        ]
+        for description, keptInside, innerSeconds in cases:
+            for endpoint in _inTwoWays(self, description):
+                self.assertIsInstance(endpoint, TimeoutEndpoint)
+                self.assertEqual(endpoint.innerTimesOut, keptInside, description)
+                self.assertEqual(endpoint.endpoint._timeout, innerSeconds, description)
+                self.assertEqual(endpoint.description, description)
 
     def test_timeoutByKeyword(self) -> None:
         for endpoint in _inTwoWays(self, "timeout:endpoint=unix\\:/tmp/s:seconds=1"):
@@ -854,6 +913,35 @@ class LoopbackTests(TestCase):
         self.assertGreaterEqual(reactor.seconds() - before, 0.5)
         self.assertEqual(error.seconds, 0.5)
         self.assertEqual(str(error), f"connecting to {inner} timed out after 0.5 seconds")
+
+    @defer.inlineCallbacks
+    def test_tcpFullQueueInnerDeadline(self) -> Any:
+        """
+        With whole seconds around C{tcp:}, the deadline that C{tcp:} keeps
+        itself gives the same L{ConnectTimeout} on time, for many attempts at
+        once, and leaves the process's file descriptors and the reactor's
+        delayed calls as they were.
+        """
+        port = fullListener(self)
+        inner = buildDescription("tcp", "127.0.0.1", port)
+        endpoint = endpointkit.clientFromString(
+            reactor, buildDescription("timeout", 1, endpoint=inner))
+        self.assertTrue(endpoint.innerTimesOut)
+        yield task.deferLater(reactor, 0, lambda: None)
+        descriptors = fileDescriptorNumbers()
+        delayed = len(reactor.getDelayedCalls())
+        factory = RecorderFactory()
+        before = reactor.seconds()
+        results = yield _bounded(defer.DeferredList(
+            [endpoint.connect(factory) for _ in range(500)], consumeErrors=True))
+        self.assertGreaterEqual(reactor.seconds() - before, 1)
+        errors = {str(result.value) for ok, result in results
+                  if not ok and type(result.value) is ConnectTimeout}
+        self.assertEqual(errors, {f"connecting to {inner} timed out after 1 second"})
+        self.assertEqual(sum(1 for ok, _ in results if not ok), 500)
+        self.assertEqual(factory.built, [])
+        self.assertEqual(fileDescriptorNumbers() - descriptors, set())
+        self.assertEqual(len(reactor.getDelayedCalls()), delayed)
 
     @defer.inlineCallbacks
     def test_tcp(self) -> Any:
