@@ -126,7 +126,7 @@ def builtinTypes() -> tuple[EndpointType, ...]:
             "tcp", "client", "TCP, to a host name (first address) or IP address",
             Arg("host", Host(), help="host to connect to", positional=True),
             Arg("port", Port(), help="port to connect to", positional=True),
-            Arg("timeout", Int(0), 30, "seconds to wait for the connection (0: forever)"),
+            Arg("timeout", Int(0), 30, "seconds to wait for the connection (0 gives up at once)"),
             Arg("bindAddress", Host(what="local address"), None, "local address to connect from"),
         ),
         _twisted(

@@ -472,7 +472,7 @@ class TimeoutEndpoint:
         socket.  No second timer is then set: that error becomes
         L{ConnectTimeout}, and everything else is passed on as it is.
         C{timeout:} sets this when it builds C{tcp:} or C{unix:} with whole
-        seconds (no more than their own C{timeout}, which it sets to them).
+        seconds no more than their own C{timeout}, which it sets to them.
     """
 
     def __init__(self, endpoint: IStreamClientEndpoint, timeout: float,
@@ -560,7 +560,7 @@ def _buildTimeout(reactor: Any, parsed: Parsed) -> TimeoutEndpoint:
     own = inner.values.get("timeout")
     if (inner.type is not None and inner.type.provider == _TWISTED
             and inner.prefix in _KEEP_THEIR_OWN and seconds.is_integer()
-            and isinstance(own, int) and (own == 0 or own >= seconds)):
+            and isinstance(own, int) and own >= seconds):
         timed = replace(inner, values={**inner.values, "timeout": int(seconds)},
                         given=(*inner.given, "timeout") if "timeout" not in inner.given
                         else inner.given)

@@ -663,15 +663,16 @@ class ParsingTests(TestCase):
         """
         Around C{tcp:} and C{unix:} with whole seconds, C{timeout:} sets the
         inner endpoint's own connect timeout to them instead of a second
-        timer (when that timeout is longer, or 0 for none); otherwise, and
-        around every other type, it keeps its own timer.  The description
+        timer, when that timeout is no shorter (C{tcp:}'s own C{timeout=0}
+        gives up at once, as Twisted's does); otherwise, and around every
+        other type, it keeps its own timer.  The description
         stays as given.
         """
         tcp = buildDescription("tcp", "127.0.0.1", 8080)
         cases = [
             (buildDescription("timeout", 30, endpoint=tcp), True, 30),
             (buildDescription("timeout", 5, endpoint=tcp), True, 5),
-            (buildDescription("timeout", 5, endpoint=tcp + ":timeout=0"), True, 5),
+            (buildDescription("timeout", 5, endpoint=tcp + ":timeout=0"), False, 0),
             (buildDescription("timeout", 5, endpoint=buildDescription("unix", "/tmp/x.sock")),
              True, 5),
             (buildDescription("timeout", 2.5, endpoint=tcp), False, 30),
