@@ -11,8 +11,10 @@ C{reactor.callLater(30, attempt.cancel)} leaks its delayed call when the
 connection succeeds, reports a C{CancelledError} instead of a timeout, and
 cannot stop an endpoint that ignores cancellation.  L{connectWithTimeout} does
 all three right for any endpoint; C{timeout:} puts it around any client
-description.  C{hostname:} is Twisted's L{HostnameEndpoint} (RFC 8305 over
-IPv4 and IPv6), which no built-in description gives.
+description (around C{tcp:} and C{unix:}, whose connectors keep a deadline
+of their own, it sets that one instead of adding a second timer).
+C{hostname:} is Twisted's L{HostnameEndpoint} (RFC 8305 over IPv4 and
+IPv6), which no built-in description gives.
 """
 
 from __future__ import annotations
