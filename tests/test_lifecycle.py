@@ -623,20 +623,29 @@ class SystemdTests(_Base):
 
     def test_adoptedSocket(self) -> None:
         activate = requirePeer("systemd-socket-activate", "systemd")
-        number = freePort()
-        process = subprocess.Popen(
-            [activate, "-l", f"127.0.0.1:{number}", "--fdname=web", PYTHON,
-             os.path.join(HERE, "lifecycle_systemd.py")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+        for _ in range(5):
+            # A free port can be taken by another test process before
+            # systemd-socket-activate binds it: then it exits, and another
+            # port is tried.
+            number = freePort()
+            process = subprocess.Popen(
+                [activate, "-l", f"127.0.0.1:{number}", "--fdname=web", PYTHON,
+                 os.path.join(HERE, "lifecycle_systemd.py")],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
 
-        def stop() -> None:
+            def stop(process: subprocess.Popen[bytes] = process) -> None:
+                if process.poll() is None:
+                    process.kill()
+                process.communicate(timeout=10)
+
+            self.addCleanup(stop)
+            _waitFor(lambda process=process, number=number: process.poll() is not None
+                     or _listensIn(process.pid, number), WAIT)
             if process.poll() is None:
-                process.kill()
-            process.communicate(timeout=10)
-
-        self.addCleanup(stop)
-        _waitFor(lambda: _accepts("127.0.0.1", number, probe=False), WAIT)
+                break
+        else:
+            self.fail("systemd-socket-activate never kept a port")
         with socket.create_connection(("127.0.0.1", number), timeout=WAIT) as client:
             client.sendall(b"through systemd\n")
             echoed = client.makefile("rb").read()
@@ -1116,6 +1125,29 @@ def _accepts(host: str, port: int, probe: bool = True) -> bool:
         except OSError:
             return True
         return False
+
+
+def _listensIn(pid: int, port: int) -> bool:
+    """
+    Whether process C{pid} holds a TCP socket listening on C{port} (read
+    from /proc, so that nothing connects to it).
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    try:
+        held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except OSError:
+        return False
+    return any(f"socket:[{inode}]" in held for inode in inodes)
 
 
 def _tail(path: str) -> str:
