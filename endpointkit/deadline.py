@@ -292,7 +292,8 @@ class _Attempt:
             return describeEndpoint(owner.endpoint)
         return owner.innerDescription
 
-    # The attempt (started by _connect); the first callbacks on its Deferred.
+    # The attempt (started by TimeoutEndpoint.connect): the first callbacks on
+    # the endpoint's Deferred, and the deadline.
 
     def _connected(self, protocol: Any) -> Any:
         self.pending = None
