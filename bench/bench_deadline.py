@@ -31,7 +31,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from endpointkit._description import buildDescription
+from endpointkit._grammar import buildDescription
 from endpointkit._parse import clientFromString
 from endpointkit.deadline import TimeoutEndpoint
 

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _MODULES = {
-    "endpointkit._description": (
+    "endpointkit._grammar": (
         "DescriptionError",
         "buildDescription",
-        "parseDescription",
         "quoteArgument",
+    ),
+    "endpointkit._lookup": (
+        "parseDescription",
     ),
     "endpointkit._parse": (
         "clientFromString",
@@ -96,18 +98,10 @@ _MODULES = {
 _API = {name: module for module, names in _MODULES.items() for name in names}
 
 if TYPE_CHECKING:
-    from endpointkit._description import (
-        DescriptionError as DescriptionError,
-    )
-    from endpointkit._description import (
-        buildDescription as buildDescription,
-    )
-    from endpointkit._description import (
-        parseDescription as parseDescription,
-    )
-    from endpointkit._description import (
-        quoteArgument as quoteArgument,
-    )
+    from endpointkit._grammar import DescriptionError as DescriptionError
+    from endpointkit._grammar import buildDescription as buildDescription
+    from endpointkit._grammar import quoteArgument as quoteArgument
+    from endpointkit._lookup import parseDescription as parseDescription
     from endpointkit._parse import (
         clientFromString as clientFromString,
     )

@@ -11,24 +11,9 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from endpointkit._description import (
-    BACKLOG,
-    Arg,
-    Bool,
-    Choice,
-    DescriptionError,
-    EndpointType,
-    Host,
-    Int,
-    Mode,
-    Nested,
-    Parsed,
-    Path,
-    Port,
-    Rest,
-    Side,
-    String,
-)
+from endpointkit._grammar import DescriptionError, Side
+from endpointkit._kinds import Bool, Choice, Host, Int, Mode, Nested, Path, Port, Rest, String
+from endpointkit._schema import BACKLOG, Arg, EndpointType, Parsed
 
 _PROVIDER = "twisted"
 

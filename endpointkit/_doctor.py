@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TextIO
 
-from endpointkit._description import SIDES
+from endpointkit._grammar import SIDES
 
 PLUGIN_MODULE = "endpointkit_endpoints"
 REGENERATE = ("python -c 'from twisted.plugin import IPlugin, getPlugins; "

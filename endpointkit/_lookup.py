@@ -1,7 +1,8 @@
 """
 Finding the parser for a prefix: endpointkit's types and Twisted's built-ins
 by their declarations, third-party types by one cached plugin scan (Twisted
-rescans its plugins at every parse).
+rescans its plugins at every parse); and L{parseDescription}, which checks a
+whole description, nested ones included, on top of that lookup.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from endpointkit._description import (
+from endpointkit._grammar import (
     SIDES,
     DescriptionError,
-    EndpointType,
     Side,
-    _didYouMean,
+    argumentText,
+    didYouMean,
+    splitDescription,
 )
+from endpointkit._schema import EndpointType, Parsed, parseArguments
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def findParser(side: Side, prefix: str) -> EndpointType | Any:
     if key in plugins:
         return plugins[key]
     known = sorted(set(ourParsersBySide(side)) | set(builtinTypes(side)) | set(plugins))
-    guess = _didYouMean(key, known)
+    guess = didYouMean(key, known)
     other: Side = "server" if side == "client" else "client"
     if guess:
         hint = f"did you mean {guess!r}?"
@@ -184,3 +187,21 @@ def providerOf(plugin: Any) -> str:
             if str(file) == filename:
                 return str(dist.metadata["Name"])
     return "unknown"
+
+
+def parseDescription(description: str | bytes, side: Side) -> Parsed:
+    """
+    Check a whole description for one side, without building anything.
+    """
+    if isinstance(description, bytes):
+        description = argumentText("description", None, description)
+    if not isinstance(description, str):
+        raise DescriptionError(
+            f"a description must be a string, got {type(description).__name__}"
+        )
+    prefix, args, kwargs = splitDescription(description)
+    found = findParser(side, prefix)
+    if isinstance(found, EndpointType):
+        return parseArguments(found, args, kwargs, parseDescription)
+    return Parsed(side, prefix.lower(), None, {}, (), tuple(args), tuple(kwargs),
+                  plugin=found)

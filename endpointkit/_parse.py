@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
 
-from endpointkit._description import parseDescription
+from endpointkit._lookup import parseDescription
 
 
 def clientFromString(reactor: Any, description: str | bytes) -> IStreamClientEndpoint:

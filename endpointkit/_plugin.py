@@ -20,7 +20,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 if TYPE_CHECKING:
-    from endpointkit._description import EndpointType
+    from endpointkit._schema import EndpointType
 
 
 class _LazyParser:
@@ -42,10 +42,13 @@ class _LazyParser:
         return found
 
     def _parse(self, reactor: Any, args: tuple[object, ...], kwargs: dict[str, object]) -> Any:
-        from endpointkit._description import parseArguments, rejoinBrackets
+        from endpointkit._grammar import rejoinBrackets
+        from endpointkit._lookup import parseDescription
+        from endpointkit._schema import parseArguments
 
         positional, keywords = rejoinBrackets(self.prefix, args, kwargs)
-        return parseArguments(self.endpointType(), positional, keywords).build(reactor)
+        parsed = parseArguments(self.endpointType(), positional, keywords, parseDescription)
+        return parsed.build(reactor)
 
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)

@@ -36,7 +36,9 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
-from endpointkit._description import Arg, DescriptionError, EndpointType, Int
+from endpointkit._grammar import DescriptionError
+from endpointkit._kinds import Int
+from endpointkit._schema import Arg, EndpointType
 
 __all__ = ["AdoptedServerEndpoint", "adoptType", "inspectListeningSocket"]
 

@@ -11,16 +11,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from endpointkit._description import (
-    SIDES,
-    Arg,
-    DescriptionError,
-    EndpointType,
-    Parsed,
-    Side,
-    formatValue,
-    parseDescription,
-)
+from endpointkit._grammar import SIDES, DescriptionError, Side
+from endpointkit._lookup import parseDescription
+from endpointkit._schema import Arg, EndpointType, Parsed, formatValue
 
 PROGRAM = "endpointkit"
 

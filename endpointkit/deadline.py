@@ -42,16 +42,9 @@ from zope.interface import classImplements, implementer, providedBy
 from zope.interface.declarations import objectSpecificationDescriptor
 
 from endpointkit._builtin import _PROVIDER as _TWISTED
-from endpointkit._description import (
-    Arg,
-    EndpointType,
-    Host,
-    Nested,
-    Parsed,
-    Port,
-    Seconds,
-    buildDescription,
-)
+from endpointkit._grammar import buildDescription
+from endpointkit._kinds import Host, Nested, Port, Seconds
+from endpointkit._schema import Arg, EndpointType, Parsed
 
 __all__ = [
     "ConnectTimeout",

@@ -42,7 +42,9 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from endpointkit._description import DescriptionError, Parsed, buildDescription, parseDescription
+from endpointkit._grammar import DescriptionError, buildDescription
+from endpointkit._lookup import parseDescription
+from endpointkit._schema import Parsed
 from endpointkit._wrapping import PassThroughFactory, PassThroughProtocol
 
 __all__ = [

@@ -43,7 +43,8 @@ from twisted.protocols.policies import ProtocolWrapper, TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from endpointkit._description import Arg, Bool, EndpointType, Int, Nested, Seconds, String
+from endpointkit._kinds import Bool, Int, Nested, Seconds, String
+from endpointkit._schema import Arg, EndpointType
 from endpointkit._wrapping import PassThroughFactory, PassThroughProtocol
 
 __all__ = ["LimitCounts", "LimitPort", "LimitServerEndpoint", "LimitingFactory", "limitType"]

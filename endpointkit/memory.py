@@ -69,7 +69,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from endpointkit._description import Arg, EndpointType, Seconds, String, quoteArgument
+from endpointkit._grammar import quoteArgument
+from endpointkit._kinds import Seconds, String
+from endpointkit._schema import Arg, EndpointType
 
 __all__ = [
     "HIGH_WATER",

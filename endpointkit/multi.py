@@ -35,7 +35,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from endpointkit._description import Arg, DescriptionError, EndpointType, Nested, Parsed
+from endpointkit._grammar import DescriptionError
+from endpointkit._kinds import Nested
+from endpointkit._schema import Arg, EndpointType, Parsed
 
 __all__ = ["MultiListenError", "MultiPort", "MultiServerEndpoint", "multiType"]
 

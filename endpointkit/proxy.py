@@ -36,21 +36,9 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from endpointkit._description import (
-    Arg,
-    Choice,
-    EndpointType,
-    Host,
-    Invalid,
-    Kind,
-    Nested,
-    Parsed,
-    Port,
-    Seconds,
-    Secret,
-    String,
-)
 from endpointkit._httpconnect import DEFAULT_MAX_REPLY_HEADER, HTTPConnectHandshake, authority
+from endpointkit._kinds import Choice, Host, Invalid, Kind, Nested, Port, Seconds, Secret, String
+from endpointkit._schema import Arg, EndpointType, Parsed
 from endpointkit._socks import (
     AddressTypeNotSupported,
     CommandNotSupported,

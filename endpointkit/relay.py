@@ -40,12 +40,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from endpointkit import _splice
-from endpointkit._description import (
-    DescriptionError,
-    Parsed,
-    buildDescription,
-    parseDescription,
-)
+from endpointkit._grammar import DescriptionError, buildDescription
+from endpointkit._lookup import parseDescription
+from endpointkit._schema import Parsed
 
 log = Logger(namespace="endpointkit.relay")
 
@@ -676,7 +673,7 @@ def _within(reactor: Any, d: Deferred[None], timeout: float) -> Deferred[None]:
 
 
 def _seconds(name: str, allowZero: bool) -> Callable[[str], float]:
-    from endpointkit._description import Invalid, Seconds
+    from endpointkit._kinds import Invalid, Seconds
 
     def convert(text: str) -> float:
         try:

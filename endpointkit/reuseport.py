@@ -35,7 +35,8 @@ from twisted.internet.tcp import makeBinding
 from twisted.python.runtime import platformType
 from zope.interface import implementer
 
-from endpointkit._description import BACKLOG, Arg, EndpointType, Host, Invalid, Port
+from endpointkit._kinds import Host, Invalid, Port
+from endpointkit._schema import BACKLOG, Arg, EndpointType
 
 __all__ = ["ReusePortServerEndpoint", "reusePortSupported", "reuseportType"]
 

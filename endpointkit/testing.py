@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamServ
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
-from endpointkit._description import quoteArgument
+from endpointkit._grammar import quoteArgument
 from endpointkit._parse import clientFromString, serverFromString
 from endpointkit.memory import listeningNames, pump
 

@@ -18,7 +18,7 @@ from twisted.internet.endpoints import serverFromString as twistedServerFromStri
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import TestCase
 
-from endpointkit._description import DescriptionError
+from endpointkit._grammar import DescriptionError
 from endpointkit._parse import serverFromString
 from endpointkit.adopt import AdoptedServerEndpoint, inspectListeningSocket
 from tests._support import fileDescriptorNumbers, portIsFree, requirePeer, startPeer

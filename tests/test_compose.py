@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import endpointkit
 from endpointkit import buildDescription, clientDescriptionsFor, listen, stopListening
-from endpointkit._description import SIDES
+from endpointkit._grammar import SIDES
 from endpointkit._lookup import ourTypes
 
 # Prefixes that well-known third-party packages register: daphne's fd,

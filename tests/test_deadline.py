@@ -33,7 +33,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 import endpointkit
-from endpointkit._description import DescriptionError, buildDescription
+from endpointkit._grammar import DescriptionError, buildDescription
 from endpointkit.deadline import (
     ConnectTimeout,
     TimeoutEndpoint,

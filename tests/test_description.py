@@ -14,31 +14,30 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from endpointkit._builtin import builtinTypes
-from endpointkit._description import (
-    Arg,
-    Bool,
-    Choice,
+from endpointkit._grammar import (
     DescriptionError,
-    EndpointType,
-    Host,
-    Int,
-    Invalid,
-    Mode,
-    Nested,
-    Parsed,
-    Path,
-    Port,
-    Seconds,
-    Secret,
-    String,
     buildDescription,
-    parseArguments,
-    parseDescription,
     quoteArgument,
     rejoinBrackets,
     splitDescription,
     tokenize,
 )
+from endpointkit._kinds import (
+    Bool,
+    Choice,
+    Host,
+    Int,
+    Invalid,
+    Mode,
+    Nested,
+    Path,
+    Port,
+    Seconds,
+    Secret,
+    String,
+)
+from endpointkit._lookup import parseDescription
+from endpointkit._schema import Arg, EndpointType, Parsed, parseArguments
 
 
 def _record(reactor: Any, **values: Any) -> dict[str, Any]:
@@ -67,7 +66,7 @@ SAMPLE = EndpointType(
 def parseSample(description: str) -> Parsed:
     prefix, args, kwargs = splitDescription(description)
     assert prefix == "sample"
-    return parseArguments(SAMPLE, args, kwargs)
+    return parseArguments(SAMPLE, args, kwargs, parseDescription)
 
 
 class TokenizeTests(SynchronousTestCase):
@@ -296,7 +295,7 @@ class ArgumentTests(SynchronousTestCase):
 
 
 class UnknownTypeTests(SynchronousTestCase):
-    def test_didYouMean(self) -> None:
+    def testdidYouMean(self) -> None:
         e = self.assertRaises(DescriptionError, parseDescription, "tpc:h:80", "client")
         self.assertEqual(str(e), "unknown client endpoint type 'tpc'; did you mean 'tcp'?")
 
@@ -369,3 +368,32 @@ class BuilderTests(SynchronousTestCase):
     def test_valuesToText(self) -> None:
         self.assertEqual(buildDescription("x", True, 1.5, 2.0, None, a=None, b=False),
                          "x:1:1.5:2:None:b=0")
+
+
+class LayeringTests(SynchronousTestCase):
+    """
+    The description layer sits below everything: its modules import neither
+    the lookup nor any endpoint family.
+    """
+
+    def test_layerImportsNothingAbove(self) -> None:
+        import ast
+        import os
+
+        import endpointkit
+
+        layer = {"_grammar": set(), "_kinds": {"_grammar"}, "_schema": {"_grammar", "_kinds"}}
+        folder = os.path.dirname(endpointkit.__file__)
+        for module, allowed in layer.items():
+            with open(os.path.join(folder, module + ".py")) as f:
+                tree = ast.parse(f.read())
+            imported = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    imported.add(node.module)
+                elif isinstance(node, ast.Import):
+                    imported.update(alias.name for alias in node.names)
+            ours = {name.split(".", 1)[1] for name in imported
+                    if name.startswith("endpointkit.")}
+            self.assertEqual(ours - allowed, set(), module)
+            self.assertNotIn("endpointkit", imported, module)

@@ -16,28 +16,24 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import endpointkit
 from endpointkit._builtin import builtinTypes
-from endpointkit._description import (
-    SIDES,
+from endpointkit._grammar import SIDES, DescriptionError, buildDescription
+from endpointkit._kinds import (
     Bool,
     Choice,
-    DescriptionError,
-    EndpointType,
     Host,
     Int,
     Invalid,
     Kind,
     Mode,
     Nested,
-    Parsed,
     Path,
     Port,
     Rest,
     Seconds,
     String,
-    buildDescription,
-    parseDescription,
 )
-from endpointkit._lookup import ourTypes
+from endpointkit._lookup import ourTypes, parseDescription
+from endpointkit._schema import EndpointType, Parsed
 from endpointkit.proxy import Headers
 
 

@@ -35,7 +35,7 @@ from twisted.web import resource, server
 from zope.interface import implementer
 
 from endpointkit import clientFromString
-from endpointkit._description import DescriptionError, buildDescription
+from endpointkit._grammar import DescriptionError, buildDescription
 from endpointkit.lifecycle import (
     CannotDescribePort,
     DrainResult,

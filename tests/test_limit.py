@@ -16,7 +16,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from endpointkit._description import DescriptionError, buildDescription
+from endpointkit._grammar import DescriptionError, buildDescription
 from endpointkit._parse import serverFromString
 from endpointkit.limit import LimitingFactory, LimitPort, LimitServerEndpoint, peerKey
 from endpointkit.multi import MultiPort

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from endpointkit._description import DescriptionError, buildDescription
+from endpointkit._grammar import DescriptionError, buildDescription
 from endpointkit._parse import serverFromString
 from endpointkit.multi import MultiListenError, MultiPort, MultiServerEndpoint
 from tests._support import freePort, portIsFree

@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from endpointkit import clientFromString, parseDescription
-from endpointkit._description import DescriptionError, buildDescription
+from endpointkit._grammar import DescriptionError, buildDescription
 from endpointkit.proxy import (
     ConnectionNotAllowedByRuleset,
     ConnectionRefused,

@@ -37,7 +37,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from endpointkit import _splice
-from endpointkit._description import buildDescription
+from endpointkit._grammar import buildDescription
 from endpointkit.relay import (
     DEMO_BACKEND,
     Options,

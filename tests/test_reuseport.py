@@ -18,7 +18,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import TestCase
 
 from endpointkit import reuseport
-from endpointkit._description import DescriptionError, buildDescription
+from endpointkit._grammar import DescriptionError, buildDescription
 from endpointkit._parse import serverFromString
 from endpointkit.reuseport import ReusePortServerEndpoint
 from tests._support import freePort, startPeer
