@@ -77,6 +77,11 @@ class EndpointType:
         L{EndpointType.error}).
     @ivar build: replaces C{factory} for types built from their description
         (Twisted's own, which Twisted builds).
+    @ivar insecure: what is insecure about one description of this type
+        (verification turned off, a legacy protocol version, trust given to
+        anyone): called with the typed values, it gives one short sentence
+        per setting; L{Parsed.warnings} collects them, nested ones included,
+        for C{endpointkit check} and the log.
     """
 
     prefix: str
@@ -87,6 +92,7 @@ class EndpointType:
     provider: str = "endpointkit"
     validate: Callable[[Mapping[str, Any], frozenset[str]], None] | None = None
     build: Callable[[Any, Parsed], Any] | None = None
+    insecure: Callable[[Mapping[str, Any]], Iterable[str]] | None = None
     byName: Mapping[str, Arg] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -261,6 +267,21 @@ class Parsed:
         assert etype.factory is not None, etype.prefix
         built = {name: _built(value, reactor) for name, value in self.values.items()}
         return etype.factory(reactor, **built)
+
+    def warnings(self) -> list[str]:
+        """
+        Every insecure setting of this description and of the descriptions
+        nested in it, outermost first, each as C{"prefix: sentence"}.
+        """
+        found: list[str] = []
+        if self.type is not None and self.type.insecure is not None:
+            found += [f"{self.prefix}: {text}" for text in self.type.insecure(self.values)]
+        for value in self.values.values():
+            inner = value if isinstance(value, tuple) else (value,)
+            for each in inner:
+                if isinstance(each, Parsed):
+                    found += each.warnings()
+        return found
 
     def description(self, masked: bool = False) -> str:
         """

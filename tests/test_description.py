@@ -397,3 +397,30 @@ class LayeringTests(SynchronousTestCase):
                     if name.startswith("endpointkit.")}
             self.assertEqual(ours - allowed, set(), module)
             self.assertNotIn("endpointkit", imported, module)
+
+
+class WarningTests(SynchronousTestCase):
+    """
+    L{Parsed.warnings} collects each type's insecure settings, nested ones
+    included.
+    """
+
+    def test_nestedWarnings(self) -> None:
+        def insecure(values: Any) -> list[str]:
+            return ["verification is off"] if values["label"] == "off" else []
+
+        inner = EndpointType("inner", "client", (Arg("label", String(), "on", "x"),),
+                             "inner type", factory=_record, insecure=insecure)
+        outer = EndpointType("outer", "client",
+                             (Arg("label", String(), "on", "x"),
+                              Arg("endpoint", Nested("client"), None, "inner")),
+                             "outer type", factory=_record, insecure=insecure)
+
+        def parse(text: str, side: Any) -> Parsed:
+            prefix, args, kwargs = splitDescription(text)
+            return parseArguments({"inner": inner, "outer": outer}[prefix], args, kwargs, parse)
+
+        self.assertEqual(parse("outer:endpoint=inner\\:label\\=on", "client").warnings(), [])
+        self.assertEqual(
+            parse("outer:label=off:endpoint=inner\\:label\\=off", "client").warnings(),
+            ["outer: verification is off", "inner: verification is off"])
