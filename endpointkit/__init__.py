@@ -31,18 +31,30 @@ _MODULES = {
         "TimeoutEndpoint",
         "connectWithTimeout",
     ),
-    "endpointkit.lifecycle": (
+    "endpointkit.lifecycle.describing": (
         "CannotDescribePort",
-        "DrainResult",
-        "EndpointService",
-        "ListenError",
-        "TrackedPort",
-        "TrackingFactory",
         "clientDescriptionFor",
         "clientDescriptionsFor",
+    ),
+    "endpointkit.lifecycle.diagnosis": (
+        "ListenError",
+    ),
+    "endpointkit.lifecycle.draining": (
+        "DrainResult",
         "gracefulStop",
+    ),
+    "endpointkit.lifecycle.listening": (
         "listen",
+    ),
+    "endpointkit.lifecycle.service": (
+        "EndpointService",
+    ),
+    "endpointkit.lifecycle.stopping": (
         "stopListening",
+    ),
+    "endpointkit.lifecycle.tracking": (
+        "TrackedPort",
+        "TrackingFactory",
     ),
     "endpointkit.proxy": (
         "HTTPConnectClientEndpoint",
@@ -189,38 +201,38 @@ if TYPE_CHECKING:
     from endpointkit.deadline import (
         connectWithTimeout as connectWithTimeout,
     )
-    from endpointkit.lifecycle import (
+    from endpointkit.lifecycle.describing import (
         CannotDescribePort as CannotDescribePort,
     )
-    from endpointkit.lifecycle import (
-        DrainResult as DrainResult,
-    )
-    from endpointkit.lifecycle import (
-        EndpointService as EndpointService,
-    )
-    from endpointkit.lifecycle import (
-        ListenError as ListenError,
-    )
-    from endpointkit.lifecycle import (
-        TrackedPort as TrackedPort,
-    )
-    from endpointkit.lifecycle import (
-        TrackingFactory as TrackingFactory,
-    )
-    from endpointkit.lifecycle import (
+    from endpointkit.lifecycle.describing import (
         clientDescriptionFor as clientDescriptionFor,
     )
-    from endpointkit.lifecycle import (
+    from endpointkit.lifecycle.describing import (
         clientDescriptionsFor as clientDescriptionsFor,
     )
-    from endpointkit.lifecycle import (
+    from endpointkit.lifecycle.diagnosis import (
+        ListenError as ListenError,
+    )
+    from endpointkit.lifecycle.draining import (
+        DrainResult as DrainResult,
+    )
+    from endpointkit.lifecycle.draining import (
         gracefulStop as gracefulStop,
     )
-    from endpointkit.lifecycle import (
+    from endpointkit.lifecycle.listening import (
         listen as listen,
     )
-    from endpointkit.lifecycle import (
+    from endpointkit.lifecycle.service import (
+        EndpointService as EndpointService,
+    )
+    from endpointkit.lifecycle.stopping import (
         stopListening as stopListening,
+    )
+    from endpointkit.lifecycle.tracking import (
+        TrackedPort as TrackedPort,
+    )
+    from endpointkit.lifecycle.tracking import (
+        TrackingFactory as TrackingFactory,
     )
     from endpointkit.limit import (
         LimitServerEndpoint as LimitServerEndpoint,

@@ -1,0 +1,200 @@
+"""
+Listen, with errors an administrator can act on.
+
+    port = yield listen("tcp:8080", factory)
+
+L{listen} takes an endpoint or a server description, wraps the factory in a
+L{TrackingFactory} and fires with a L{TrackedPort}, which L{gracefulStop}
+can drain.  A failure is a L{ListenError} (see
+L{endpointkit.lifecycle.diagnosis}), and a description that does not parse
+a L{DescriptionError}.  An endpoint that listens asynchronously gets a
+deadline; a port that arrives after it is closed.
+
+A failed UNIX listen leaves no lock file and no started factory behind.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, cast
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from endpointkit._grammar import DescriptionError, buildDescription
+from endpointkit._lookup import parseDescription
+from endpointkit._schema import Parsed
+from endpointkit.lifecycle._shared import (
+    DEFAULT_LISTEN_TIMEOUT,
+    ProtocolFactory,
+    defaultReactor,
+    text,
+)
+from endpointkit.lifecycle.diagnosis import (
+    ListenError,
+    explainListenFailure,
+    explainSystemd,
+    lockHolder,
+)
+from endpointkit.lifecycle.stopping import stopListening
+from endpointkit.lifecycle.tracking import TrackedPort, TrackingFactory
+
+__all__ = ["listen"]
+
+_log = Logger(namespace="endpointkit.lifecycle")
+
+
+def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
+           factory: ProtocolFactory, reactor: Any = None,
+           timeout: float | None = DEFAULT_LISTEN_TIMEOUT) -> defer.Deferred[TrackedPort]:
+    """
+    Listen on an endpoint or a server description, with C{factory} wrapped
+    in a L{TrackingFactory} (unless it is one already).
+
+    @param timeout: seconds to wait for an endpoint that listens
+        asynchronously (most listen at once); L{None} waits forever.  A port
+        that arrives after the deadline is closed.
+
+    @return: a Deferred that fires with a L{TrackedPort}, or fails with
+        L{ListenError} when listening failed, or with L{DescriptionError}
+        when the description itself is wrong.
+    """
+    if reactor is None:
+        reactor = defaultReactor()
+    parsed: Parsed | None = None
+    if isinstance(endpointOrDescription, (str, bytes)):
+        given = text(endpointOrDescription)
+        try:
+            parsed = parseDescription(given, "server")
+        except DescriptionError:
+            return defer.fail()
+        description = _shownDescription(given, parsed)
+        try:
+            endpoint: IStreamServerEndpoint = parsed.build(reactor)
+        except Exception as e:
+            if parsed.prefix == "systemd":
+                return defer.fail(_chained(explainSystemd(description, e), e))
+            explained = explainListenFailure(e, description)
+            if explained is None and isinstance(e, DescriptionError):
+                explained = ListenError(description, str(e).removeprefix(f"{parsed.prefix}: "))
+            if explained is None:
+                return defer.fail()
+            return defer.fail(_chained(explained, e))
+    else:
+        endpoint = endpointOrDescription
+        description = _describeEndpoint(endpoint)
+    tracker = factory if isinstance(factory, TrackingFactory) else TrackingFactory(factory)
+    unix = _unixPath(endpoint)
+    if unix is None and parsed is not None and parsed.prefix == "unix":
+        unix = str(parsed.values["address"]), bool(parsed.values.get("lockfile"))
+    unixPath = unix[0] if unix is not None else None
+    lockPath = unix[0] + ".lock" if unix is not None and unix[1] else None
+    lockedBefore = lockPath is not None and lockHolder(lockPath) == str(os.getpid())
+    portsBefore = tracker.numPorts
+
+    def failed(failure: Failure) -> Failure:
+        # Twisted's UNIX port takes its lock and starts the factory before it
+        # binds, and leaves both behind when binding fails.
+        if tracker.numPorts > portsBefore:
+            cast(Any, tracker).doStop()
+        if (lockPath is not None and not lockedBefore
+                and lockHolder(lockPath) == str(os.getpid())):
+            try:
+                os.remove(lockPath)
+            except OSError:
+                pass
+        error = failure.value
+        assert error is not None
+        explained = explainListenFailure(error, description, unixPath)
+        if explained is None:
+            return failure
+        return Failure(_chained(explained, error))  # type: ignore[no-untyped-call]
+
+    def listening(port: IListeningPort) -> TrackedPort:
+        return TrackedPort(port, tracker, description)
+
+    listenOn: Any = endpoint.listen
+    d: defer.Deferred[Any] = defer.maybeDeferred(listenOn, tracker)
+    result: defer.Deferred[TrackedPort] = d.addCallbacks(listening, failed)
+    if result.called or timeout is None:
+        return result
+    return _withDeadline(result, timeout, reactor, description)
+
+
+def _withDeadline(d: defer.Deferred[TrackedPort], timeout: float, clock: Any,
+                  description: str) -> defer.Deferred[TrackedPort]:
+    """
+    C{d}, or a L{ListenError} once C{timeout} seconds pass.  C{d} is left
+    to finish rather than cancelled (an endpoint without a canceller would
+    drop its port unclosed); a port that arrives after the deadline, or
+    after the caller cancelled, is closed.
+    """
+    def cancelled(_: object) -> None:
+        if timer.active():
+            timer.cancel()
+
+    out: defer.Deferred[TrackedPort] = defer.Deferred(cancelled)
+
+    def expire() -> None:
+        out.errback(ListenError(description, f"no port after {timeout:g} s",
+                                "the endpoint never finished listening"))
+
+    timer = clock.callLater(timeout, expire)
+
+    def settle(result: object) -> None:
+        if timer.active():
+            timer.cancel()
+        if not out.called:
+            if isinstance(result, Failure):
+                out.errback(result)
+            else:
+                out.callback(cast(TrackedPort, result))
+        elif isinstance(result, TrackedPort):
+            _log.warn("endpointkit: closing {description}, which listened after the "
+                      "{timeout} s deadline", description=description, timeout=timeout)
+            stopListening(result).addErrback(
+                lambda f: _log.failure("endpointkit: closing a late port failed", f))
+
+    d.addBoth(settle)
+    return out
+
+
+def _chained(error: ListenError, cause: BaseException) -> ListenError:
+    error.__cause__ = cause
+    return error
+
+
+def _shownDescription(given: str, parsed: Parsed | None) -> str:
+    if parsed is not None and parsed.description(masked=True) != parsed.description():
+        return parsed.description(masked=True)
+    return given
+
+
+def _describeEndpoint(endpoint: object) -> str:
+    """
+    A short description of an endpoint object, for messages.
+    """
+    from twisted.internet import endpoints
+
+    if isinstance(endpoint, endpoints.TCP6ServerEndpoint):
+        return buildDescription("tcp6", endpoint._port, interface=endpoint._interface)
+    if isinstance(endpoint, endpoints.TCP4ServerEndpoint):
+        return buildDescription("tcp", endpoint._port, interface=endpoint._interface or None)
+    if isinstance(endpoint, endpoints.SSL4ServerEndpoint):
+        return buildDescription("ssl", endpoint._port, interface=endpoint._interface or None)
+    if isinstance(endpoint, endpoints.UNIXServerEndpoint):
+        return buildDescription("unix", text(endpoint._address))
+    return repr(endpoint)
+
+
+def _unixPath(endpoint: object) -> tuple[str, bool] | None:
+    """
+    The path of a UNIX server endpoint, and whether it takes a lock file.
+    """
+    from twisted.internet import endpoints
+
+    if isinstance(endpoint, endpoints.UNIXServerEndpoint):
+        return text(endpoint._address), bool(endpoint._wantPID)
+    return None
