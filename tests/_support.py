@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -206,3 +207,15 @@ def startTinyproxy(test: TestCase, *lines: str) -> int:
                 + "".join(line + "\n" for line in lines))
     startPeer(test, [program, "-d", "-c", config], port)
     return port
+
+
+def shortTempDir(test: TestCase) -> str:
+    """
+    A new, empty directory under C{/tmp} for the length of C{test}, removed
+    at cleanup.  Its path is short and does not depend on where the checkout
+    is (trial's own C{mktemp} is under C{_trial_temp} in the checkout), so
+    that a UNIX socket made in it stays well under the 107-byte path limit.
+    """
+    directory = tempfile.mkdtemp(prefix="ek-", dir="/tmp")
+    test.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    return directory

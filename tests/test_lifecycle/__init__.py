@@ -1,0 +1,3 @@
+"""
+Tests for L{endpointkit.lifecycle}, one module per module of the package.
+"""
