@@ -14,10 +14,26 @@ a L{DescriptionError} naming the descriptor and what it is.
 Inherited sockets are often blocking (systemd and most supervisors pass them
 so); the endpoint makes the socket non-blocking before adopting it, as
 Twisted's C{AdoptedStreamServerEndpoint} does, or the reactor would hang in
-C{accept()}.  Twisted's port listens on a duplicate of the descriptor, and
-the endpoint closes the original one at once, so that the port's
-C{stopListening} really closes the socket (in this process); an endpoint can
-therefore listen only once.
+C{accept()}.
+
+Twisted's port listens on a duplicate of the descriptor.  Who closes the
+original depends on who owns it:
+
+  - C{adopt:N} descriptions own the inherited descriptor: it is closed at
+    once, so that the port's C{stopListening} really closes the socket (in
+    this process), and the endpoint listens only once;
+  - from Python, the descriptor stays the caller's:
+    C{AdoptedServerEndpoint(reactor, sock.fileno())} never closes it
+    (closing it would later close whatever reused the number), and
+    C{stopListening} closes only the port's duplicate, so the socket
+    listens until the caller closes it too.  Pass
+    C{closeAfterAdopting=True} to hand the descriptor over instead, as
+    C{adopt:N} does.  (The socket is non-blocking from then on for the
+    caller too: the flag belongs to the socket, which the duplicate shares.)
+
+    port = yield AdoptedServerEndpoint(reactor, sock.fileno()).listen(factory)
+    yield port.stopListening()
+    sock.close()                      # still the caller's to close
 """
 
 from __future__ import annotations
@@ -106,24 +122,32 @@ def _typeName(kind: int) -> str:
 class AdoptedServerEndpoint:
     """
     Listens on an inherited listening socket, given by descriptor number,
-    through the reactor's C{adoptStreamPort}.  The original descriptor is
-    closed once adopted, so the endpoint listens at most once.
+    through the reactor's C{adoptStreamPort}.
+
+    @param fd: the descriptor of a listening stream socket.
+    @param closeAfterAdopting: whether the endpoint owns C{fd}: if true, it
+        closes C{fd} once adopted (the port keeps its own duplicate), and
+        so listens at most once, as C{adopt:N} descriptions do.  By default
+        C{fd} stays open and the caller's to close; each listen adopts a
+        new duplicate of it.
     """
 
-    def __init__(self, reactor: Any, fd: int) -> None:
+    def __init__(self, reactor: Any, fd: int, closeAfterAdopting: bool = False) -> None:
         self._reactor = reactor
         self.fd = fd
-        self._used = False
+        self.closeAfterAdopting = closeAfterAdopting
+        self._closed = False
 
     def __repr__(self) -> str:
-        return f"<AdoptedServerEndpoint fd {self.fd}>"
+        owned = ", closed once adopted" if self.closeAfterAdopting else ""
+        return f"<AdoptedServerEndpoint fd {self.fd}{owned}>"
 
     def listen(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
         """
-        Make the socket non-blocking, adopt it, and close the original
-        descriptor (the port keeps its own duplicate).
+        Make the socket non-blocking and adopt it; then close the original
+        descriptor if the endpoint owns it (C{closeAfterAdopting}).
         """
-        if self._used:
+        if self._closed:
             return defer.fail(adoptType.error(
                 "fd", f"is {self.fd}, a descriptor this endpoint already adopted "
                 "and closed; build a new endpoint", str(self.fd)))
@@ -133,15 +157,18 @@ class AdoptedServerEndpoint:
             port = self._reactor.adoptStreamPort(self.fd, family, protocolFactory)
         except Exception:
             return defer.fail()
-        self._used = True
-        os.close(self.fd)
+        if self.closeAfterAdopting:
+            self._closed = True
+            os.close(self.fd)
         result: defer.Deferred[IListeningPort] = defer.succeed(port)
         return result
 
 
 def _build(reactor: Any, fd: int) -> AdoptedServerEndpoint:
     inspectListeningSocket(fd)
-    return AdoptedServerEndpoint(reactor, fd)
+    # A description names a descriptor this process inherited: it is the
+    # endpoint's to close.
+    return AdoptedServerEndpoint(reactor, fd, closeAfterAdopting=True)
 
 
 adoptType = EndpointType(

@@ -21,7 +21,13 @@ from twisted.trial.unittest import TestCase
 from endpointkit._grammar import DescriptionError
 from endpointkit._parse import serverFromString
 from endpointkit.adopt import AdoptedServerEndpoint, inspectListeningSocket
-from tests._support import fileDescriptorNumbers, portIsFree, requirePeer, startPeer
+from tests._support import (
+    fileDescriptorNumbers,
+    portIsFree,
+    requirePeer,
+    shortTempDir,
+    startPeer,
+)
 from tests.servers_helpers import bounded, connect
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -101,7 +107,7 @@ class InspectTests(TestCase):
                 before = fileDescriptorNumbers()
                 self.assertEqual(inspectListeningSocket(s.fileno()), family)
                 self.assertEqual(fileDescriptorNumbers() - before, set())
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(shortTempDir(self), "inspect.sock")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.bind(path)
             s.listen(1)
@@ -165,7 +171,7 @@ class AdoptTests(TestCase):
         """
         A UNIX listening socket is adopted as a UNIX port.
         """
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(shortTempDir(self), "adopt.sock")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(path)
         s.listen(4)
@@ -197,6 +203,63 @@ class AdoptTests(TestCase):
         self.addCleanup(port.stopListening)
         error = yield self.assertFailure(endpoint.listen(protocol.Factory()), DescriptionError)
         self.assertIn("already adopted", str(error))
+
+    @defer.inlineCallbacks
+    def test_callerKeepsDescriptor(self) -> Any:
+        """
+        From Python, the descriptor stays the caller's: adopting it and
+        stopping the port leave it open, still the same listening socket,
+        which the caller then closes.  Each listen adopts a new duplicate.
+        """
+        s = _listening()
+        self.addCleanup(s.close)
+        number = s.getsockname()[1]
+        endpoint = AdoptedServerEndpoint(reactor, s.fileno())
+        first = yield endpoint.listen(protocol.Factory.forProtocol(Echo))
+        self.assertEqual(os.fstat(s.fileno()).st_ino, os.fstat(first.fileno()).st_ino)
+        client = yield bounded(reactor, connect(reactor, number, data=b"ping",
+                                                closeAfter=b"ping"))
+        self.assertEqual((yield bounded(reactor, client.done)), b"ping")
+        second = yield endpoint.listen(protocol.Factory.forProtocol(Echo))
+        yield first.stopListening()
+        yield second.stopListening()
+        self.assertEqual(s.getsockname()[1], number)
+        self.assertFalse(portIsFree(number))
+        with socket.create_connection(("127.0.0.1", number), timeout=10):
+            s.settimeout(10)
+            accepted, _ = s.accept()
+            accepted.close()
+        s.close()
+        self.assertTrue(portIsFree(number))
+
+    def test_closeAfterAdopting(self) -> None:
+        """
+        Handed over with C{closeAfterAdopting=True}, the descriptor is
+        closed once adopted, and the endpoint listens only once.
+        """
+        fd = _listening(socket.AF_INET6, "::1").detach()
+        memory = MemoryReactor()
+        endpoint = AdoptedServerEndpoint(memory, fd, closeAfterAdopting=True)
+        self.successResultOf(endpoint.listen(protocol.Factory()))
+        self.assertEqual(memory.adoptedPorts[0][:2], (fd, socket.AF_INET6))
+        with self.assertRaises(OSError) as caught:
+            os.fstat(fd)
+        self.assertEqual(caught.exception.errno, errno.EBADF)
+        self.failureResultOf(endpoint.listen(protocol.Factory()), DescriptionError)
+
+    def test_notClosedByDefault(self) -> None:
+        """
+        Without C{closeAfterAdopting}, the descriptor is open after the
+        listen, on a reactor that only records the adoption.
+        """
+        s = _listening()
+        self.addCleanup(s.close)
+        memory = MemoryReactor()
+        self.successResultOf(AdoptedServerEndpoint(memory, s.fileno()).listen(
+            protocol.Factory()))
+        self.assertEqual(memory.adoptedPorts[0][0], s.fileno())
+        os.fstat(s.fileno())
+        self.assertEqual(s.getsockname(), ("127.0.0.1", s.getsockname()[1]))
 
     @defer.inlineCallbacks
     def test_closedBeforeListen(self) -> Any:
