@@ -12,7 +12,7 @@ L{CannotListenError}, a bare L{OSError}, the failure of one member of a
 C{multi:} port) into a L{ListenError}: for TCP it names the address and the
 port, the privileged port range and the command that finds the holder; for
 a UNIX socket the missing or read-only directory, the stale socket file,
-the live server, and which running process
+the live server, a path over the 107-byte limit, and which running process
 holds the lock file (its name read from C{/proc}).  L{explainSystemd} says
 why a C{systemd:} description found no socket to adopt.
 """
@@ -31,8 +31,15 @@ from twisted.python.failure import Failure
 
 from endpointkit.lifecycle._shared import text
 
-__all__ = ["ListenError", "explainListenFailure", "explainSystemd",
+__all__ = ["UNIX_PATH_LIMIT", "ListenError", "explainListenFailure", "explainSystemd",
            "lockHolder"]
+
+UNIX_PATH_LIMIT = 107
+"""
+The longest path, in bytes, that a UNIX socket can portably be bound to
+(C{sun_path} holds 108 bytes with the terminating NUL).
+"""
+
 
 class ListenError(CannotListenError):
     """
@@ -110,6 +117,14 @@ def _explainUnix(description: str, path: str, cause: object) -> ListenError:
             + (f" ({name})" if name else ""),
             f"another server uses this socket; stop it first, or if process {holder} "
             f"is not that server, remove the stale {path}.lock", **extra)
+    length = len(os.fsencode(path))
+    if length > UNIX_PATH_LIMIT and code in (None, errno.ENAMETOOLONG, errno.EINVAL):
+        # Python refuses a path longer than sun_path before any system call
+        # (an OSError without errno); the kernel says ENAMETOOLONG or EINVAL.
+        return ListenError(
+            description,
+            f"path too long ({length} bytes, the limit is {UNIX_PATH_LIMIT})",
+            "a UNIX socket needs a short path, such as one under /run or /tmp", **extra)
     if code == errno.ENOENT:
         return ListenError(description, f"directory {directory} does not exist",
                            f"create it first: mkdir -p {directory}", **extra)

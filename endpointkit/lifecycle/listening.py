@@ -10,12 +10,18 @@ L{endpointkit.lifecycle.diagnosis}), and a description that does not parse
 a L{DescriptionError}.  An endpoint that listens asynchronously gets a
 deadline; a port that arrives after it is closed.
 
-A failed UNIX listen leaves no lock file and no started factory behind.
+Twisted's UNIX port logs its "... starting on PATH" line before it binds,
+so a listen that then fails would still announce the port; L{listen} holds
+that line back and logs it only once the port really listens.  A failed
+UNIX listen also leaves no lock file and no started factory behind.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 from twisted.internet import defer
@@ -116,11 +122,68 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
         return TrackedPort(port, tracker, description)
 
     listenOn: Any = endpoint.listen
-    d: defer.Deferred[Any] = defer.maybeDeferred(listenOn, tracker)
+    with _startLinesHeld() as held:
+        d: defer.Deferred[Any] = defer.maybeDeferred(listenOn, tracker)
+    d.addBoth(held.settle)
     result: defer.Deferred[TrackedPort] = d.addCallbacks(listening, failed)
     if result.called or timeout is None:
         return result
     return _withDeadline(result, timeout, reactor, description)
+
+
+class _HeldStartLines:
+    """
+    The "starting on" lines that Twisted's ports log (through the legacy
+    C{twisted.python.log}) while this thread listens: published once the
+    listen succeeds, dropped if it fails.  Every other event is published
+    as it comes.
+    """
+
+    def __init__(self, publish: Any) -> None:
+        self._publish = publish
+        self._thread = threading.get_ident()
+        self._lines: list[Any] | None = []
+
+    def __call__(self, event: Any) -> None:
+        if (self._lines is not None and threading.get_ident() == self._thread
+                and " starting on " in str(event.get("log_text", ""))):
+            self._lines.append(event)
+        else:
+            self._publish(event)
+
+    def settle(self, result: object) -> object:
+        """
+        The listen ended with C{result}: publish the lines held for a port,
+        drop them for a failure.
+        """
+        lines, self._lines = self._lines or [], None
+        if not isinstance(result, Failure):
+            for event in lines:
+                self._publish(event)
+        return result
+
+
+@contextmanager
+def _startLinesHeld() -> Iterator[_HeldStartLines]:
+    """
+    Hold the legacy log's "starting on" lines emitted inside the block (see
+    L{_HeldStartLines}); whatever else is logged goes out at once.
+    """
+    from twisted.python import log
+
+    legacy: Any = log.theLogPublisher
+    publish = getattr(legacy, "_publishPublisher", None)
+    if publish is None:
+        # A Twisted that publishes legacy events some other way: nothing to
+        # hold, the lines go out as they come.
+        yield _HeldStartLines(lambda event: None)
+        return
+    held = _HeldStartLines(publish)
+    legacy._publishPublisher = held
+    try:
+        yield held
+    finally:
+        legacy._publishPublisher = publish
 
 
 def _withDeadline(d: defer.Deferred[TrackedPort], timeout: float, clock: Any,

@@ -17,6 +17,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest
 
 from endpointkit._grammar import DescriptionError, buildDescription
@@ -229,6 +230,22 @@ class ListenErrorTests(LifecycleTestCase):
         self.assertIn(f"another server is listening on {path}", str(error))
 
     @defer.inlineCallbacks
+    def test_unixPathTooLong(self) -> Inline:
+        """
+        A path over the 107 bytes a UNIX socket can have is named as such,
+        with its length.
+        """
+        path = os.path.join(self.tempDir(), "s" * 120 + ".sock")
+        length = len(path.encode())
+        for description in (f"unix:{path}", f"unix:{path}:lockfile=0"):
+            error = yield self.listenError(description)
+            self.assertEqual(
+                str(error),
+                f"listen {description}: path too long ({length} bytes, the limit is 107) "
+                "(a UNIX socket needs a short path, such as one under /run or /tmp)")
+            self.assertFalse(os.path.lexists(path + ".lock"))
+
+    @defer.inlineCallbacks
     def test_unixLockHeld(self) -> Inline:
         path = os.path.join(self.tempDir(), "app.sock")
         yield self.listenFor(f"unix:{path}")
@@ -402,3 +419,62 @@ class SystemdTests(LifecycleTestCase):
             "systemd passed 1, named web (check index= or name= against "
             "FileDescriptorName= in the socket unit)")
 
+
+class StartLineTests(LifecycleTestCase):
+    """
+    Twisted's "... starting on ..." line is logged once for a port that
+    listens, and not at all for a listen that fails.
+    """
+
+    def logged(self) -> list[str]:
+        """
+        The text of every event logged from now on, for the rest of the test.
+        """
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            lines.append(formatEvent(event) or "")
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return lines
+
+    @defer.inlineCallbacks
+    def test_failedUNIXListen(self) -> Inline:
+        """
+        Twisted's UNIX port logs the line before it binds; a listen whose
+        bind fails does not log it.
+        """
+        path = os.path.join(self.tempDir(), "missing", "app.sock")
+        lines = self.logged()
+        for description in (f"unix:{path}", f"unix:{path}:lockfile=0"):
+            yield self.listenError(description)
+        self.assertEqual([line for line in lines if "starting on" in line], [])
+
+    @defer.inlineCallbacks
+    def test_failedMultiListen(self) -> Inline:
+        """
+        A C{multi:} listen that fails (its failure arrives in a later
+        reactor turn, once the other members are closed) logs no line for
+        any member.
+        """
+        missing = os.path.join(self.tempDir(), "missing", "app.sock")
+        lines = self.logged()
+        yield self.listenError(buildDescription(
+            "multi", "tcp:0:interface=127.0.0.1", buildDescription("unix", missing)))
+        self.assertEqual([line for line in lines if "starting on" in line], [])
+
+    @defer.inlineCallbacks
+    def test_listening(self) -> Inline:
+        """
+        A port that listens is announced once, for a UNIX socket as for TCP.
+        """
+        path = os.path.join(self.tempDir(), "app.sock")
+        lines = self.logged()
+        unix = yield self.listenFor(f"unix:{path}")
+        tcp = yield self.listenFor("tcp:0:interface=127.0.0.1")
+        started = [line for line in lines if "starting on" in line]
+        self.assertEqual(len(started), 2, started)
+        self.assertIn(f"starting on {path!r}", started[0])
+        self.assertIn(f"starting on {tcp.getHost().port}", started[1])
+        self.assertEqual(unix.getHost().name, path.encode())
