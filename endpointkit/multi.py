@@ -14,8 +14,11 @@ Each member is one escaped positional argument.  Listening is all or
 nothing: the members listen together, and if any fails, those already
 listening are stopped (and their sockets closed) before the failure is
 reported; the L{MultiListenError} names the description that failed and why.
-The combined port's C{stopListening} stops every member and fires when all
-are closed.  Its C{ports} attribute lists the member ports in description
+It is a L{CannotListenError} (as L{endpointkit.ListenError} is), with the
+failed member's interface, port and socket error, so callers catch one
+type.  The combined port's C{stopListening} stops every member (with
+L{endpointkit.stopListening}, so it fires when all their sockets are
+closed).  Its C{ports} attribute lists the member ports in description
 order and C{getHost} returns the first member's address (C{getHosts} all).
 """
 
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -38,17 +42,21 @@ from zope.interface import implementer
 from endpointkit._grammar import DescriptionError
 from endpointkit._kinds import Nested
 from endpointkit._schema import Arg, EndpointType, Parsed
+from endpointkit.lifecycle.stopping import Outcome, forgetStop, stopAll
 
 __all__ = ["MultiListenError", "MultiPort", "MultiServerEndpoint", "multiType"]
 
 _log = Logger()
-_PENDING = object()
 
 
-class MultiListenError(Exception):
+class MultiListenError(CannotListenError):
     """
     One member of a C{multi:} description could not listen; every other
     member was stopped before this was reported.
+
+    A L{CannotListenError}: C{interface}, C{port} and C{socketError} are
+    the failed member's when its failure was one too (otherwise C{port} is
+    its description and C{socketError} its exception).
 
     @ivar index: position of the failed member, from 0.
     @ivar description: its description (secrets masked) or endpoint repr.
@@ -57,34 +65,22 @@ class MultiListenError(Exception):
     """
 
     def __init__(self, index: int, description: str, reason: Failure, others: int = 0) -> None:
+        member = reason.value
+        if isinstance(member, CannotListenError):
+            CannotListenError.__init__(  # type: ignore[no-untyped-call]
+                self, member.interface, member.port, member.socketError)
+        else:
+            CannotListenError.__init__(self, None, description, member)  # type: ignore[no-untyped-call]
         self.index = index
         self.description = description
         self.reason = reason
         self.others = others
-        message = reason.getErrorMessage()
         more = f" (and {others} other member{'s' if others != 1 else ''})" if others else ""
-        Exception.__init__(
-            self, f"multi: member {index + 1} ({description}) cannot listen: "
-            f"{message}{more}; no member is listening")
+        self.message = (f"multi: member {index + 1} ({description}) cannot listen: "
+                        f"{reason.getErrorMessage()}{more}; no member is listening")
 
     def __str__(self) -> str:
-        return str(self.args[0])
-
-
-def _stopAll(ports: Sequence[Any]) -> defer.Deferred[None]:
-    """
-    Stop every port in C{ports}; fire when all are closed, with the first
-    failure if any stop failed.
-    """
-    stops: list[defer.Deferred[Any]] = [defer.maybeDeferred(port.stopListening)
-                                        for port in ports]
-
-    def done(results: list[tuple[bool, Any]]) -> None:
-        for ok, value in results:
-            if not ok:
-                value.raiseException()
-
-    return defer.DeferredList(stops, consumeErrors=True).addCallback(done)
+        return self.message
 
 
 @implementer(IListeningPort)
@@ -99,9 +95,7 @@ class MultiPort:
     def __init__(self, ports: Sequence[IListeningPort], descriptions: Sequence[str]) -> None:
         self.ports: list[Any] = list(ports)
         self.descriptions = list(descriptions)
-        self._stopping: defer.Deferred[None] | None = None
-        self._stopResult: object = _PENDING
-        self._waiting: list[defer.Deferred[None]] = []
+        self._stopping: Outcome | None = None
 
     def __repr__(self) -> str:
         return f"<MultiPort of {len(self.ports)}: {', '.join(map(repr, self.ports))}>"
@@ -117,38 +111,23 @@ class MultiPort:
                 port.startListening()
             except Exception:
                 failure = Failure()  # type: ignore[no-untyped-call]
-                _stopAll(started).addErrback(
+                stopAll(started).addErrback(
                     lambda f: _log.failure("multi: stopping a member failed", f))
                 raise MultiListenError(index, self.descriptions[index], failure) from None
+            # Listening again: the next stop stops it anew.
+            forgetStop(port)
             started.append(port)
         self._stopping = None
-        self._stopResult = _PENDING
 
     def stopListening(self) -> defer.Deferred[None]:
         """
         Stop every member; the Deferred fires when all of them are closed
-        (with the first failure, if stopping any failed).
+        (with the first failure, if stopping any failed).  Calling it again
+        gives the outcome of the same stop.
         """
         if self._stopping is None:
-            self._stopping = _stopAll(self.ports)
-            self._stopping.addBoth(self._stopped)
-        waiter: defer.Deferred[None] = defer.Deferred()
-        if self._stopResult is _PENDING:
-            self._waiting.append(waiter)
-        elif isinstance(self._stopResult, Failure):
-            waiter.errback(self._stopResult)
-        else:
-            waiter.callback(None)
-        return waiter
-
-    def _stopped(self, result: object) -> None:
-        self._stopResult = result
-        waiting, self._waiting = self._waiting, []
-        for waiter in waiting:
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(None)
+            self._stopping = Outcome(stopAll(self.ports))
+        return self._stopping.follow()
 
     def getHost(self) -> IAddress:
         """
@@ -212,7 +191,7 @@ class MultiServerEndpoint:
             ports = [value for ok, value in results if ok]
             if cancelled or result.called:
                 # Cancelled: nothing may stay listening.
-                _stopAll(ports).addErrback(stopFailed)
+                stopAll(ports).addErrback(stopFailed)
                 return
             if not failed:
                 result.callback(MultiPort(ports, self.descriptions))
@@ -224,7 +203,7 @@ class MultiServerEndpoint:
                 if not result.called:
                     result.errback(error)
 
-            _stopAll(ports).addErrback(stopFailed).addCallback(report)
+            stopAll(ports).addErrback(stopFailed).addCallback(report)
 
         defer.DeferredList(pending, consumeErrors=True).addCallback(gathered)
         return result

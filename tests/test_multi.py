@@ -4,6 +4,7 @@ Tests for C{multi:}.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from typing import Any
@@ -20,8 +21,9 @@ from zope.interface import implementer
 
 from endpointkit._grammar import DescriptionError, buildDescription
 from endpointkit._parse import serverFromString
+from endpointkit.lifecycle import ListenError, listen
 from endpointkit.multi import MultiListenError, MultiPort, MultiServerEndpoint
-from tests._support import freePort, portIsFree
+from tests._support import freePort, portIsFree, shortTempDir
 from tests.servers_helpers import bounded, connect
 
 
@@ -135,7 +137,7 @@ class ListenTests(TestCase):
         port lists its members; getHost is the first member's address;
         stopListening closes them all.
         """
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(shortTempDir(self), "multi.sock")
         description = buildDescription(
             "multi", buildDescription("tcp", 0, interface="127.0.0.1"),
             buildDescription("tcp6", 0, interface="::1"), buildDescription("unix", path))
@@ -168,7 +170,7 @@ class ListenTests(TestCase):
         busy.listen(1)
         taken = busy.getsockname()[1]
         first, last = freePort(), freePort("::1")
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(shortTempDir(self), "multi.sock")
         members = [buildDescription("tcp", first, interface="127.0.0.1"),
                    buildDescription("unix", path),
                    buildDescription("tcp", taken, interface="127.0.0.1"),
@@ -191,6 +193,34 @@ class ListenTests(TestCase):
             self.assertIn("Address already in use", str(error))
             self.assertIn("no member is listening", str(error))
             self.assertTrue(error.reason.check(CannotListenError))
+            self.assertIsInstance(error, CannotListenError)
+            self.assertEqual((error.interface, error.port), ("127.0.0.1", taken))
+            self.assertEqual(error.socketError.errno, errno.EADDRINUSE)
+
+    @defer.inlineCallbacks
+    def test_oneTypeToCatch(self) -> Any:
+        """
+        A caller catches every failure to listen as L{CannotListenError}:
+        Twisted's own, endpointkit's L{ListenError}, and L{MultiListenError},
+        whether the endpoint listens directly or through
+        L{endpointkit.listen}.
+        """
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        taken = buildDescription("tcp", busy.getsockname()[1], interface="127.0.0.1")
+        multi = buildDescription("multi", "tcp:0:interface=127.0.0.1", taken)
+        caught: list[type[BaseException]] = []
+        for attempt in (lambda: serverFromString(reactor, multi).listen(protocol.Factory()),
+                        lambda: serverFromString(reactor, taken).listen(protocol.Factory()),
+                        lambda: listen(multi, protocol.Factory()),
+                        lambda: listen(taken, protocol.Factory())):
+            try:
+                yield attempt()
+            except CannotListenError as e:
+                caught.append(type(e))
+        self.assertEqual(caught, [MultiListenError, CannotListenError, ListenError, ListenError])
 
 
 class NestingTests(TestCase):
@@ -320,6 +350,34 @@ class FakeMemberTests(TestCase):
         assert ports[0].stopping is not None
         ports[0].stopping.callback(None)
         self.assertFalse(ports[0].listening)
+
+    def test_stopAgainAfterRestart(self) -> None:
+        """
+        Stopped, started again and stopped again, every member is stopped
+        the second time too (the first stop's outcome is not reused).
+        """
+        ports = [FakePort("a"), FakePort("bb")]
+        multi = MultiPort(ports, ["a", "bb"])
+        for _ in range(2):
+            stopping = multi.stopListening()
+            for port in ports:
+                assert port.stopping is not None
+                self.assertTrue(port.listening)
+                port.stopping.callback(None)
+            self.successResultOf(stopping)
+            self.assertEqual([p.listening for p in ports], [False, False])
+            multi.startListening()
+            for port in ports:
+                port.stopping = None
+
+    def test_startFailureIsCannotListenError(self) -> None:
+        """
+        A member that cannot start again fails startListening with a
+        L{MultiListenError}, which Twisted's callers catch as
+        L{CannotListenError}.
+        """
+        multi = MultiPort([FakePort("a", failStart=True)], ["tcp:1"])
+        self.assertRaises(CannotListenError, multi.startListening)
 
     def test_needsEndpoints(self) -> None:
         self.assertRaises(ValueError, MultiServerEndpoint, [])
