@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import socket
 import subprocess
 from typing import Any
@@ -18,7 +19,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import SkipTest
+from twisted.trial.unittest import SkipTest, TestCase
 
 from endpointkit._grammar import DescriptionError, buildDescription
 from endpointkit.lifecycle import (
@@ -29,9 +30,11 @@ from endpointkit.lifecycle import (
 )
 from tests._support import (
     PYTHON,
+    cleanEnvironment,
     freePort,
     portIsFree,
     requirePeer,
+    shortTempDir,
 )
 from tests.test_lifecycle._helpers import (
     HERE,
@@ -70,6 +73,32 @@ def _notLocalAddress() -> str:
                     return candidate
     raise AssertionError("this host has every documentation address (or allows "
                          "binding to any address: net.ipv4.ip_nonlocal_bind)")
+
+
+def unprivilegedCopy(test: TestCase) -> str:
+    """
+    A world-readable directory, for the length of C{test}, holding what the
+    unprivileged helper runs: C{lifecycle_unprivileged.py} and the
+    endpointkit package this test imported (with endpointkit's Twisted
+    plugin file).
+    """
+    import endpointkit
+
+    copy = shortTempDir(test)
+    package = os.path.dirname(os.path.abspath(endpointkit.__file__))
+    shutil.copytree(package, os.path.join(copy, "endpointkit"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    plugin = os.path.join(os.path.dirname(package), "twisted", "plugins",
+                          "endpointkit_endpoints.py")
+    if os.path.exists(plugin):
+        os.makedirs(os.path.join(copy, "twisted", "plugins"))
+        shutil.copy(plugin, os.path.join(copy, "twisted", "plugins"))
+    shutil.copy(os.path.join(HERE, "lifecycle_unprivileged.py"), copy)
+    for directory, _, files in os.walk(copy):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+    return copy
 
 
 class ListenErrorTests(LifecycleTestCase):
@@ -160,17 +189,20 @@ class ListenErrorTests(LifecycleTestCase):
         """
         Listen on C{descriptions} in a process without privileges: as root
         (CI), the helper drops to uid 65534; as anyone else, it is already
-        unprivileged.
+        unprivileged.  It runs from a world-readable copy of itself and of
+        endpointkit, so that the checkout's own permissions do not matter.
         """
+        copy = unprivilegedCopy(self)
         done = subprocess.run(
-            [PYTHON, os.path.join(HERE, "lifecycle_unprivileged.py"), *descriptions],
-            capture_output=True, timeout=60, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": ROOT})
+            [PYTHON, os.path.join(copy, "lifecycle_unprivileged.py"), *descriptions],
+            capture_output=True, timeout=60, cwd=copy,
+            env={**cleanEnvironment(), "PYTHONPATH": copy})
         lines = [json.loads(line) for line in done.stdout.decode().splitlines()
                  if line.startswith("{")]
         self.assertEqual(len(lines), len(descriptions), done.stderr.decode()[-3000:])
         for line in lines:
             self.assertEqual(line["uid"], 65534 if os.getuid() == 0 else os.getuid())
+            self.assertEqual(line["endpointkit"], os.path.join(copy, "endpointkit"))
         return lines
 
     @defer.inlineCallbacks
