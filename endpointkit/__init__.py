@@ -106,6 +106,20 @@ _MODULES = {
     "endpointkit.limit": (
         "LimitServerEndpoint",
     ),
+    "endpointkit.failover": (
+        "AllMembersFailed",
+        "FallbackClientEndpoint",
+        "MemberCoolingDown",
+        "RaceClientEndpoint",
+        "servedBy",
+    ),
+    "endpointkit.metrics": (
+        "FailoverMetrics",
+        "LifecycleMetrics",
+        "LimitMetrics",
+        "RelayMetrics",
+        "serveMetrics",
+    ),
 }
 _API = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -201,6 +215,21 @@ if TYPE_CHECKING:
     from endpointkit.deadline import (
         connectWithTimeout as connectWithTimeout,
     )
+    from endpointkit.failover import (
+        AllMembersFailed as AllMembersFailed,
+    )
+    from endpointkit.failover import (
+        FallbackClientEndpoint as FallbackClientEndpoint,
+    )
+    from endpointkit.failover import (
+        MemberCoolingDown as MemberCoolingDown,
+    )
+    from endpointkit.failover import (
+        RaceClientEndpoint as RaceClientEndpoint,
+    )
+    from endpointkit.failover import (
+        servedBy as servedBy,
+    )
     from endpointkit.lifecycle.describing import (
         CannotDescribePort as CannotDescribePort,
     )
@@ -248,6 +277,21 @@ if TYPE_CHECKING:
     )
     from endpointkit.memory import (
         pump as pump,
+    )
+    from endpointkit.metrics import (
+        FailoverMetrics as FailoverMetrics,
+    )
+    from endpointkit.metrics import (
+        LifecycleMetrics as LifecycleMetrics,
+    )
+    from endpointkit.metrics import (
+        LimitMetrics as LimitMetrics,
+    )
+    from endpointkit.metrics import (
+        RelayMetrics as RelayMetrics,
+    )
+    from endpointkit.metrics import (
+        serveMetrics as serveMetrics,
     )
     from endpointkit.multi import (
         MultiListenError as MultiListenError,
