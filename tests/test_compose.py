@@ -39,6 +39,8 @@ CLIENT_INNER = [
     "socks5:example.com:443:endpoint=tcp\\:127.0.0.1\\:1080",
     "socks4a:example.com:443:endpoint=tcp\\:127.0.0.1\\:1080",
     "httpconnect:example.com:443:endpoint=tcp\\:127.0.0.1\\:3128",
+    "fallback:tcp\\:127.0.0.1\\:80:unix\\:/tmp/app.sock",
+    "race:tcp\\:127.0.0.1\\:80:memory\\:compose:delay=0.1",
 ]
 
 CLIENT_WRAPPERS = {
@@ -48,6 +50,8 @@ CLIENT_WRAPPERS = {
     "socks4a": lambda inner: buildDescription("socks4a", "example.com", 443, endpoint=inner),
     "httpconnect": lambda inner: buildDescription("httpconnect", "example.com", 443,
                                                   endpoint=inner),
+    "fallback": lambda inner: buildDescription("fallback", inner, "tcp:127.0.0.1:81"),
+    "race": lambda inner: buildDescription("race", "tcp:127.0.0.1:81", inner),
 }
 
 SERVER_INNER = [
@@ -175,3 +179,39 @@ class ServeMatrixTests(TestCase):
         inner = buildDescription("multi", buildDescription("limit", endpoint="tcp:0:interface=127.0.0.1",
                                                            perPeer=2), "memory:compose-third")
         yield self.exchangeThrough(buildDescription("limit", endpoint=inner, max=5))
+
+
+class FailoverMatrixTests(TestCase):
+    """
+    C{fallback:} and C{race:} around live members (TCP, UNIX, C{memory:},
+    through C{timeout:}) with a refused member first, and inside
+    C{timeout:}: each connects through the live member and exchanges data.
+    """
+
+    @defer.inlineCallbacks
+    def test_liveExchange(self) -> Any:
+        directory = tempfile.mkdtemp(prefix="ekit-fo-")
+        self.addCleanup(os.rmdir, directory)
+        ports = []
+        try:
+            targets = []
+            for description in ("tcp:0:interface=127.0.0.1",
+                                buildDescription("unix", os.path.join(directory, "s")),
+                                "memory:compose-failover"):
+                port = yield listen(description, protocol.Factory.forProtocol(Echo))
+                ports.append(port)
+                targets.append(clientDescriptionsFor(port)[0])
+            targets.append(buildDescription("timeout", 5, endpoint=targets[0]))
+            dead = "unix:" + os.path.join(directory, "nothing-listens")
+            for target in targets:
+                for outer in (buildDescription("fallback", dead, target),
+                              buildDescription("race", dead, target, delay=0.05)):
+                    for description in (outer, buildDescription("timeout", 10, endpoint=outer)):
+                        client = Exchange()
+                        yield endpoints.connectProtocol(
+                            endpointkit.clientFromString(reactor, description), client)
+                        received = yield client.done.addTimeout(10, reactor)
+                        self.assertEqual(received, b"ping", description)
+        finally:
+            for port in ports:
+                yield stopListening(port)
