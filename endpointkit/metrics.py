@@ -524,15 +524,34 @@ class LifecycleMetrics:
 
 def metricsResource(registry: CollectorRegistry | None = None) -> Any:
     """
-    The Twisted web resource that serves C{registry} (default:
-    prometheus_client's global C{REGISTRY}) in Prometheus's text format:
-    prometheus_client's own L{prometheus_client.twisted.MetricsResource}
-    (which renders in the global reactor's thread pool).
-    """
-    from prometheus_client import twisted as served
+    A Twisted web resource that serves C{registry} (default:
+    prometheus_client's global C{REGISTRY}) at every path, in the format
+    the scraper's C{Accept} header asks for (Prometheus text or
+    OpenMetrics, through prometheus_client's C{choose_encoder}).
 
-    resource: Any = served.MetricsResource
-    return resource(_registry(registry))
+    It renders in the reactor's thread, as the counters are only changed
+    there.  (prometheus_client's own C{prometheus_client.twisted.
+    MetricsResource} is a WSGI resource that fails on a UNIX socket, where
+    the peer address has no host, and renders in a thread pool.)
+    """
+    from twisted.web.resource import Resource
+
+    served = _registry(registry)
+
+    class MetricsResource(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> bytes:
+            from prometheus_client.exposition import choose_encoder
+
+            accept = request.getHeader(b"accept")
+            encoder, contentType = choose_encoder(accept.decode("latin-1") if accept else "")
+            request.setHeader(b"Content-Type", contentType.encode("ascii"))
+            output: bytes = encoder(served)
+            return output
+
+    made: Any = MetricsResource
+    return made()
 
 
 def _quietSite() -> Any:
