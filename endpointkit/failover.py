@@ -64,7 +64,7 @@ from zope.interface import implementer
 from endpointkit._grammar import DescriptionError, buildDescription, formatSeconds
 from endpointkit._kinds import Nested, Seconds
 from endpointkit._schema import Arg, EndpointType, Parsed
-from endpointkit.deadline import TimeoutEndpoint, describeEndpoint
+from endpointkit.deadline import TimeoutEndpoint, describeEndpoint, timeoutType
 from endpointkit.metrics import BoundFailoverMetrics, FailoverMetrics, failoverMetrics
 
 __all__ = [
@@ -194,7 +194,8 @@ class _Members:
 
     def __init__(self, reactor: Any, endpoints: Sequence[IStreamClientEndpoint],
                  descriptions: Sequence[str] | None, attemptTimeout: float,
-                 metrics: FailoverMetrics | None, description: str | None) -> None:
+                 metrics: FailoverMetrics | None, description: str | None,
+                 timed: Sequence[TimeoutEndpoint] | None = None) -> None:
         if not endpoints:
             raise ValueError(f"{type(self).__name__} needs at least one endpoint")
         self.reactor = reactor
@@ -204,9 +205,11 @@ class _Members:
         if len(self.descriptions) != len(self.endpoints):
             raise ValueError("one description per endpoint")
         self.attemptTimeout = float(attemptTimeout)
-        self.timed = [TimeoutEndpoint(endpoint, self.attemptTimeout, reactor, description)
-                      for endpoint, description in zip(self.endpoints, self.descriptions,
-                                                       strict=True)]
+        if timed is None:
+            timed = [TimeoutEndpoint(endpoint, self.attemptTimeout, reactor, description)
+                     for endpoint, description in zip(self.endpoints, self.descriptions,
+                                                      strict=True)]
+        self.timed: list[TimeoutEndpoint] = list(timed)
         self.description = (description if description is not None else buildDescription(
             self.prefix, *self.descriptions, **self._keywords()))
         family = metrics if metrics is not None else failoverMetrics()
@@ -246,10 +249,11 @@ class FallbackClientEndpoint(_Members):
                  attemptTimeout: float = DEFAULT_ATTEMPT_TIMEOUT,
                  cooldown: float = DEFAULT_COOLDOWN,
                  metrics: FailoverMetrics | None = None,
-                 description: str | None = None) -> None:
+                 description: str | None = None, *,
+                 timed: Sequence[TimeoutEndpoint] | None = None) -> None:
         self.cooldown = float(cooldown)
         _Members.__init__(self, reactor, endpoints, descriptions, attemptTimeout, metrics,
-                          description)
+                          description, timed)
         self.failedAt: list[float | None] = [None] * len(self.endpoints)
         self.lastReason: list[str] = [""] * len(self.endpoints)
 
@@ -413,10 +417,11 @@ class RaceClientEndpoint(_Members):
                  delay: float = DEFAULT_DELAY,
                  attemptTimeout: float = DEFAULT_ATTEMPT_TIMEOUT,
                  metrics: FailoverMetrics | None = None,
-                 description: str | None = None) -> None:
+                 description: str | None = None, *,
+                 timed: Sequence[TimeoutEndpoint] | None = None) -> None:
         self.delay = float(delay)
         _Members.__init__(self, reactor, endpoints, descriptions, attemptTimeout, metrics,
-                          description)
+                          description, timed)
 
     def _keywords(self) -> dict[str, Any]:
         return {"delay": self.delay, "attemptTimeout": self.attemptTimeout}
@@ -511,30 +516,36 @@ class _Race:
         self._end()
 
 
-def _members(prefix: str, parsed: Parsed, reactor: Any) -> tuple[list[Any], list[str]]:
+def _members(prefix: str, parsed: Parsed, reactor: Any) -> dict[str, Any]:
+    """
+    The members of a parsed description, each built inside C{timeout:} with
+    the attempt deadline (so that around C{tcp:} and C{unix:} the
+    connector's own timer keeps it, as C{timeout:} arranges).
+    """
     members: tuple[Parsed, ...] = parsed.values["endpoints"]
-    endpoints = []
+    seconds: float = parsed.values["attemptTimeout"]
+    timed: list[TimeoutEndpoint] = []
     for member in members:
+        deadline = Parsed("client", "timeout", timeoutType,
+                          {"seconds": seconds, "endpoint": member}, ("seconds", "endpoint"))
         try:
-            endpoints.append(member.build(reactor))
+            timed.append(deadline.build(reactor))
         except DescriptionError as e:
             raise e.nestedIn(prefix, "endpoints") from None
-    return endpoints, [member.description(masked=True) for member in members]
+    return {"endpoints": [t.endpoint for t in timed],
+            "descriptions": [member.description(masked=True) for member in members],
+            "attemptTimeout": seconds, "timed": timed,
+            "description": parsed.description(masked=True)}
 
 
 def _buildFallback(reactor: Any, parsed: Parsed) -> FallbackClientEndpoint:
-    endpoints, descriptions = _members("fallback", parsed, reactor)
-    return FallbackClientEndpoint(reactor, endpoints, descriptions,
-                                  attemptTimeout=parsed.values["attemptTimeout"],
-                                  cooldown=parsed.values["cooldown"],
-                                  description=parsed.description(masked=True))
+    return FallbackClientEndpoint(reactor, cooldown=parsed.values["cooldown"],
+                                  **_members("fallback", parsed, reactor))
 
 
 def _buildRace(reactor: Any, parsed: Parsed) -> RaceClientEndpoint:
-    endpoints, descriptions = _members("race", parsed, reactor)
-    return RaceClientEndpoint(reactor, endpoints, descriptions, delay=parsed.values["delay"],
-                              attemptTimeout=parsed.values["attemptTimeout"],
-                              description=parsed.description(masked=True))
+    return RaceClientEndpoint(reactor, delay=parsed.values["delay"],
+                              **_members("race", parsed, reactor))
 
 
 _MEMBERS_HELP = "client descriptions, each one escaped positional argument"
