@@ -15,7 +15,9 @@ L{ConnectionRefusedError}, and C{stopListening} frees the name.
 The transports behave like TCP's: writes are buffered and delivered later
 from the reactor (never inside the caller's C{write}), C{loseConnection}
 waits for buffered data, C{abortConnection} drops it and the peer sees
-L{ConnectionLost}, half-close follows L{IHalfCloseableProtocol}, and a
+L{ConnectionLost}, half-close follows L{IHalfCloseableProtocol}, data
+written to a peer that has closed for good ends the writer's connection with
+L{ConnectionLost} (TCP's broken pipe), and a
 registered producer is paused when the peer's unread data passes
 L{HIGH_WATER} bytes and resumed below L{LOW_WATER} (a reader that calls
 C{transport.pauseProducing()} stops delivery, so backpressure reaches the
@@ -332,10 +334,15 @@ class MemoryTransport:
             return
         peer = self._peer
         if self._outbound:
-            if peer is not None and not peer.disconnected:
-                peer._inbound.extend(self._outbound)
-                peer._inboundSize += self._outboundSize
-                peer._schedule()
+            if peer is None or peer.disconnected:
+                # Written to a peer that has closed for good: on TCP the
+                # peer answers with a reset and the write fails (EPIPE).
+                self._connectionLost(_failure(ConnectionLost(
+                    "the peer has closed the connection (broken pipe)")))
+                return
+            peer._inbound.extend(self._outbound)
+            peer._inboundSize += self._outboundSize
+            peer._schedule()
             self._outbound = []
             self._outboundSize = 0
         producer = self.producer

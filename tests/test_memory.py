@@ -333,6 +333,36 @@ class ProtocolSuiteMixin(TestCase if TYPE_CHECKING else object):
         self.assertEqual(type(serverReason.value), ConnectionDone)
 
     @defer.inlineCallbacks
+    def test_writeAfterPeerClosed(self) -> Any:
+        """
+        The client half-closes, then closes fully, while the server goes on
+        writing: the server's connection ends with C{ConnectionLost}, as a
+        write into a broken pipe does, and the client's cleanly.
+        """
+        server, client = HalfCloser(), HalfCloser()
+        yield self.pair(server, client)
+        client.transport.write(b"question")
+        client.transport.loseWriteConnection()
+        for _ in range(1000):
+            if "readLost" in server.events:
+                break
+            yield deferLater(reactor, 0.001, lambda: None)
+        self.assertEqual(server.events, ["made", "data", "readLost"])
+        client.transport.loseConnection()
+        yield bounded(client.lost)
+        self.assertEqual(type(client.reason.value), ConnectionDone)
+        # TCP: the first write after the peer's close draws a reset, a
+        # later one fails; the bound is generous, a loaded machine is slow.
+        for _ in range(2000):
+            if server.lost.called:
+                break
+            server.transport.write(b"answer")
+            yield deferLater(reactor, 0.005, lambda: None)
+        yield bounded(server.lost)
+        self.assertEqual(type(server.reason.value), ConnectionLost)
+        self.assertEqual(server.events, ["made", "data", "readLost", "lost"])
+
+    @defer.inlineCallbacks
     def test_endOfStreamClosesOrdinaryProtocol(self) -> Any:
         """
         A protocol that is not half-closeable loses its connection, cleanly,
