@@ -215,10 +215,8 @@ def _clientDescription(port: Any) -> str:
     if describe is not None:
         description: str = describe()
         return description
-    try:
-        from endpointkit.lifecycle import clientDescriptionFor
-    except ImportError:
-        raise ValueError(f"give clientDescription: cannot tell how to reach {port!r}")
+    from endpointkit import clientDescriptionFor
+
     found: str = clientDescriptionFor(port)
     return found
 

@@ -42,7 +42,18 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from endpointkit import DescriptionError, buildDescription, clientFromString, serverFromString
+from endpointkit import (
+    ConnectTimeout,
+    DescriptionError,
+    ListenError,
+    buildDescription,
+    clientDescriptionFor,
+    clientDescriptionsFor,
+    clientFromString,
+    gracefulStop,
+    listen,
+    serverFromString,
+)
 from endpointkit.memory import (
     HIGH_WATER,
     LOW_WATER,
@@ -723,12 +734,7 @@ class DescriptionTests(SynchronousTestCase):
         port = self.successResultOf(MemoryServerEndpoint(clock, name).listen(Factory()))
         description = port.clientDescription()
         self.assertEqual(clientFromString(clock, description).name, name)
-        try:
-            from endpointkit.lifecycle import clientDescriptionFor
-        except ImportError:
-            pass
-        else:
-            self.assertEqual(clientDescriptionFor(port), description)
+        self.assertEqual(clientDescriptionFor(port), description)
         self.successResultOf(port.stopListening())
         self.assertEqual(listeningNames(clock), [])
 
@@ -1011,10 +1017,6 @@ class DeterministicTests(SynchronousTestCase):
         C{ListenError}, and a graceful stop lets one connection finish and
         closes the other at the timeout, all on the clock.
         """
-        try:
-            from endpointkit.lifecycle import ListenError, gracefulStop, listen
-        except ImportError:
-            raise self.skipTest("endpointkit.lifecycle is not available")
         port = self.successResultOf(listen("memory:svc", Factory.forProtocol(Echo),
                                            reactor=self.clock))
         self.failureResultOf(listen("memory:svc", Factory.forProtocol(Echo),
@@ -1258,10 +1260,6 @@ class WrapperTests(TestCase):
         waits, and the deadline fails it with C{ConnectTimeout} and takes it
         out of the queue.
         """
-        try:
-            from endpointkit.deadline import ConnectTimeout
-        except ImportError:
-            raise self.skipTest("endpointkit.deadline is not available")
         clock = MemoryReactorClock()
         port = self.successResultOf(MemoryServerEndpoint(clock, "slow").listen(
             Factory.forProtocol(Echo)))
@@ -1312,10 +1310,6 @@ class WrapperTests(TestCase):
         """
         C{timeout:} over C{memory:} connects, and passes a refusal through.
         """
-        try:
-            import endpointkit.deadline  # noqa: F401
-        except ImportError:
-            raise self.skipTest("endpointkit.deadline is not available")
         inner = buildDescription("memory", self.name)
         description = buildDescription("timeout", 5, endpoint=inner)
         _client, server = yield connectedPair(
@@ -1333,10 +1327,6 @@ class WrapperTests(TestCase):
         C{limit:max=1} over C{memory:}: the second client gets the message
         and a clean close while the first is open.
         """
-        try:
-            import endpointkit.limit  # noqa: F401
-        except ImportError:
-            raise self.skipTest("endpointkit.limit is not available")
         inner = buildDescription("memory", self.name)
         description = buildDescription("limit", endpoint=inner, max=1, message="busy")
         first, _server = yield connectedPair(
@@ -1356,10 +1346,6 @@ class WrapperTests(TestCase):
         C{limit:max=1:pause=yes} over C{memory:}: the second client waits
         until the first connection ends, then connects.
         """
-        try:
-            import endpointkit.limit  # noqa: F401
-        except ImportError:
-            raise self.skipTest("endpointkit.limit is not available")
         inner = buildDescription("memory", self.name)
         description = buildDescription("limit", endpoint=inner, max=1, pause=True)
         port = yield serverFromString(reactor, description).listen(Factory.forProtocol(Echo))
@@ -1392,10 +1378,6 @@ class WrapperTests(TestCase):
         C{multi:} listens on two names at once; both reach the server and
         stopping frees both.
         """
-        try:
-            import endpointkit.multi  # noqa: F401
-        except ImportError:
-            raise self.skipTest("endpointkit.multi is not available")
         names = [self.name + "-a", self.name + "-b"]
         description = buildDescription(
             "multi", *[buildDescription("memory", name) for name in names])
@@ -1413,13 +1395,8 @@ class WrapperTests(TestCase):
             self.assertEqual(client.received, name.encode())
             client.transport.loseConnection()
             yield bounded(client.lost)
-        try:
-            from endpointkit.lifecycle import clientDescriptionsFor
-        except ImportError:
-            pass
-        else:
-            self.assertEqual(sorted(clientDescriptionsFor(port)),
-                             sorted(f"memory:{name}" for name in names))
+        self.assertEqual(sorted(clientDescriptionsFor(port)),
+                         sorted(f"memory:{name}" for name in names))
         yield port.stopListening()
         self.assertEqual(listeningNames(reactor), [])
         for _ in range(1000):
