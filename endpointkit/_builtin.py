@@ -7,7 +7,9 @@ to Twisted's own parser.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,8 +31,12 @@ def _buildWithTwisted(reactor: Any, parsed: Parsed) -> Any:
         raise
     except (OSError, ValueError, TypeError, KeyError, IndexError,
             AttributeError, ImportError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        where = f" {e.filename!r}" if isinstance(e, OSError) and e.filename else ""
+        # FilePath's UnlistableError carries the OSError that says why.
+        cause = getattr(e, "originalException", None) or e
+        reason = (cause.strerror if isinstance(cause, OSError) and cause.strerror
+                  else str(cause) or type(cause).__name__)
+        where = (f" {cause.filename!r}" if isinstance(cause, OSError) and cause.filename
+                 else "")
         raise DescriptionError(
             f"{parsed.prefix}: cannot build this endpoint:{where} {reason}",
             prefix=parsed.prefix,
@@ -53,6 +59,66 @@ def _systemdOneOf(values: Mapping[str, Any], given: frozenset[str]) -> None:
 
 _SSL_METHODS = ("SSLv23_METHOD", "TLS_METHOD", "TLS_SERVER_METHOD",
                 "TLSv1_METHOD", "TLSv1_1_METHOD", "TLSv1_2_METHOD")
+
+_LEGACY_SSL_METHODS = {"TLSv1_METHOD": "TLS 1.0", "TLSv1_1_METHOD": "TLS 1.1"}
+
+
+def _sslServerInsecure(values: Mapping[str, Any]) -> list[str]:
+    method = values.get("sslmethod")
+    if method in _LEGACY_SSL_METHODS:
+        return [f"sslmethod={method} speaks only {_LEGACY_SSL_METHODS[method]}, "
+                "which is deprecated (RFC 8996); leave sslmethod out to negotiate "
+                "TLS 1.2 or later"]
+    return []
+
+
+def _sslClientInsecure(values: Mapping[str, Any]) -> list[str]:
+    # Twisted's ssl: client verifies a certificate only against caCertsDir=
+    # and a name only when given hostname=.
+    if values.get("hostname") is not None:
+        return []
+    if values.get("caCertsDir") is None:
+        return ["verifies nothing: any certificate is accepted, for any host "
+                "(give hostname= to verify the server, or use tls:)"]
+    return ["checks the certificate chain against caCertsDir but not the host "
+            "name: any certificate those CAs issued is accepted (give hostname=)"]
+
+
+UNIX_PATH_LIMIT = 107
+"""
+The longest path of a UNIX socket, in bytes (C{sun_path} is 108 bytes,
+the last one a NUL).
+"""
+
+
+def _unixServerProbe(values: Mapping[str, Any]) -> None:
+    # What binding the socket file would fail on, told as the OSError that
+    # bind() raises, so that it is explained as a failed listen is.
+    from twisted.internet.error import CannotListenError
+
+    path = os.fsdecode(values["address"])
+    directory = os.path.dirname(path) or "."
+    problem: OSError | None = None
+    if len(os.fsencode(path)) > UNIX_PATH_LIMIT:
+        problem = OSError("AF_UNIX path too long")  # as bind() says it
+    elif not os.path.isdir(directory):
+        code = errno.ENOTDIR if os.path.exists(directory) else errno.ENOENT
+        problem = OSError(code, os.strerror(code), path)
+    elif not os.access(directory, os.W_OK | os.X_OK, effective_ids=True):
+        problem = OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+    if problem is not None:
+        raise CannotListenError(None, path, problem)  # type: ignore[no-untyped-call]
+
+
+def _tlsServerProbe(values: Mapping[str, Any]) -> None:
+    # Twisted reads the directory at each handshake: a missing one does not
+    # fail the listen, it fails every connection.
+    path = values["path"]
+    if not os.path.isdir(path):
+        what = "is not a directory" if os.path.exists(path) else "does not exist"
+        raise DescriptionError(
+            f"tls: argument 'path' must be a directory of PEM files, but {path} {what}",
+            prefix="tls", argument="path", value=path)
 
 
 @functools.cache
@@ -80,6 +146,7 @@ def builtinTypes() -> tuple[EndpointType, ...]:
             BACKLOG,
             Arg("extraCertChain", Path(), None, "PEM file with the chain to the root", True),
             Arg("dhParameters", Path(), None, "file with Diffie-Hellman parameters", True),
+            insecure=_sslServerInsecure,
         ),
         _twisted(
             "unix", "server", "UNIX stream socket, listening",
@@ -87,6 +154,7 @@ def builtinTypes() -> tuple[EndpointType, ...]:
             Arg("mode", Mode(), 0o666, "permissions of the socket file", True),
             BACKLOG,
             Arg("lockfile", Bool(), True, "guard the path with a PID lock file", True),
+            probe=_unixServerProbe,
         ),
         _twisted(
             "systemd", "server", "a socket passed by systemd socket activation",
@@ -102,6 +170,7 @@ def builtinTypes() -> tuple[EndpointType, ...]:
             Arg("port", Port(allowZero=True), 443, "port to listen on", True),
             BACKLOG,
             Arg("interface", Host(allowEmpty=True, what="local address"), "::", "address to listen on", True),
+            probe=_tlsServerProbe,
         ),
         _twisted(
             "haproxy", "server", "the HAProxy PROXY protocol in front of another server description",
@@ -124,6 +193,7 @@ def builtinTypes() -> tuple[EndpointType, ...]:
             Arg("privateKey", Path(), None, "PEM file with the client certificate's key"),
             Arg("caCertsDir", Path(), None, "directory of trusted CA certificates (*.pem)"),
             Arg("hostname", Host(), None, "host name to verify in the certificate"),
+            insecure=_sslClientInsecure,
         ),
         _twisted(
             "unix", "client", "UNIX stream socket",

@@ -82,6 +82,14 @@ class EndpointType:
         anyone): called with the typed values, it gives one short sentence
         per setting; L{Parsed.warnings} collects them, nested ones included,
         for C{endpointkit check} and the log.
+    @ivar probe: what building cannot see and listening or connecting would
+        fail on (a missing directory for a socket file, a path too long):
+        called with the typed values, without listening or connecting, it
+        raises the error the endpoint would fail with at run time.
+        L{Parsed.probe} runs it, nested ones included, for C{endpointkit
+        check --build}.  Errors that building already raises (a missing
+        certificate file, a descriptor that is not a listening socket) need
+        no probe.
     """
 
     prefix: str
@@ -93,6 +101,7 @@ class EndpointType:
     validate: Callable[[Mapping[str, Any], frozenset[str]], None] | None = None
     build: Callable[[Any, Parsed], Any] | None = None
     insecure: Callable[[Mapping[str, Any]], Iterable[str]] | None = None
+    probe: Callable[[Mapping[str, Any]], None] | None = None
     byName: Mapping[str, Arg] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -282,6 +291,27 @@ class Parsed:
                 if isinstance(each, Parsed):
                     found += each.warnings()
         return found
+
+    def probe(self, reactor: Any) -> Any:
+        """
+        Build the endpoint and run the probe of every type in this
+        description, outermost first, without listening or connecting.
+
+        @return: the built endpoint.
+        @raise Exception: what building or a probe raises: the error the
+            endpoint would fail with at run time.
+        """
+        endpoint = self.build(reactor)
+        self._probe()
+        return endpoint
+
+    def _probe(self) -> None:
+        if self.type is not None and self.type.probe is not None:
+            self.type.probe(self.values)
+        for value in self.values.values():
+            for each in value if isinstance(value, tuple) else (value,):
+                if isinstance(each, Parsed):
+                    each._probe()
 
     def description(self, masked: bool = False) -> str:
         """

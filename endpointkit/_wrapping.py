@@ -57,6 +57,7 @@ class PassThroughFactory(WrappingFactory[Any]):
     """
 
     protocol: Callable[..., Any] = PassThroughProtocol
+    noisy = False
 
     def __init__(self, wrappedFactory: Any) -> None:
         WrappingFactory.__init__(self, wrappedFactory)  # type: ignore[no-untyped-call]

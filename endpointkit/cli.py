@@ -1,5 +1,14 @@
 """
-The C{endpointkit} command: C{types}, C{check}, C{doctor} and C{relay}.
+The C{endpointkit} command: C{types}, C{check}, C{doctor} and C{relay}, and
+C{--version}.
+
+C{check} parses a description and prints what it means; it warns (on
+standard error) about every insecure setting, and exits with status 1 for
+one only under C{--strict}.  C{check --build} also builds the endpoint,
+without listening or connecting, and runs the probe each type declares
+(L{endpointkit._schema.EndpointType.probe}), so that a missing certificate,
+directory or descriptor is reported with the error it would give at run
+time.  Status 2: the description is wrong, or would fail.
 """
 
 from __future__ import annotations
@@ -160,7 +169,28 @@ def _describe(parsed: Parsed, out: TextIO, indent: str = "") -> None:
             out.write(f"{value!r}{note}\n")
 
 
-def _check(description: str, sides: Sequence[Side], out: TextIO, err: TextIO) -> int:
+def _buildError(text: str, parsed: Parsed, error: Exception) -> str:
+    """
+    The one-line error that C{error}, raised while building or probing
+    C{parsed}, gives at run time: a L{DescriptionError} as
+    C{serverFromString} or C{clientFromString} raises it, a failure to
+    listen as L{endpointkit.listen} explains it.
+    """
+    if isinstance(error, DescriptionError):
+        return str(error)
+    if parsed.side == "server":
+        from endpointkit.lifecycle import _explainListenFailure
+
+        shown = str(parsed) if str(parsed) != parsed.description() else text
+        unixPath = str(parsed.values["address"]) if parsed.prefix == "unix" else None
+        explained = _explainListenFailure(error, shown, unixPath)
+        if explained is not None:
+            return str(explained)
+    return f"{parsed.prefix}: cannot build this endpoint: {error}"
+
+
+def _check(description: str, sides: Sequence[Side], out: TextIO, err: TextIO,
+           strict: bool = False, build: bool = False) -> int:
     parsed: list[Parsed] = []
     errors: list[DescriptionError] = []
     for side in sides:
@@ -172,10 +202,37 @@ def _check(description: str, sides: Sequence[Side], out: TextIO, err: TextIO) ->
         chosen = next((e for e in errors if not str(e).startswith("unknown ")), errors[0])
         err.write(f"{PROGRAM}: {chosen}\n")
         return 2
+    status = 0
     for result in parsed:
         out.write(f"{result}\n  ")
         _describe(result, out, "  ")
-    return 0
+        for warning in result.warnings():
+            err.write(f"{PROGRAM}: warning: {warning}\n")
+            if strict:
+                status = max(status, 1)
+        if build:
+            from twisted.internet import reactor
+
+            try:
+                result.probe(reactor)
+            except Exception as e:
+                err.write(f"{PROGRAM}: {_buildError(description, result, e)}\n")
+                status = 2
+    return status
+
+
+def versionText() -> str:
+    """
+    The versions of endpointkit, Twisted and Python, on one line.
+    """
+    import platform
+
+    import twisted
+
+    import endpointkit
+
+    return (f"{PROGRAM} {endpointkit.__version__} (Twisted {twisted.__version__}, "
+            f"{platform.python_implementation()} {platform.python_version()})")
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
@@ -192,7 +249,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         return relayMain(args[1:])
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description="More kinds of Twisted endpoint, and their tools.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="store_true",
+                        help="print the versions of endpointkit, Twisted and Python")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     types = commands.add_parser("types", help="list every endpoint type this Python can resolve")
     types.add_argument("--json", action="store_true", help="print JSON")
     types.add_argument("--rst", action="store_true", help="print the README table of endpointkit's types")
@@ -200,11 +259,21 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     side = check.add_mutually_exclusive_group()
     side.add_argument("--client", action="store_true", help="parse as a client description")
     side.add_argument("--server", action="store_true", help="parse as a server description")
+    check.add_argument("--strict", action="store_true",
+                       help="exit with status 1 when the description has an insecure setting")
+    check.add_argument("--build", action="store_true",
+                       help="also build the endpoint, without listening or connecting, so that "
+                       "missing files, directories and descriptors are reported")
     check.add_argument("description")
     commands.add_parser("doctor", help="check that Twisted finds endpointkit's plugins")
     commands.add_parser("relay", help="relay connections from a server to a client description "
                         "(endpointkit relay --help)")
     options = parser.parse_args(args)
+    if options.version:
+        out.write(versionText() + "\n")
+        return 0
+    if options.command is None:
+        parser.error("a command is required (types, check, doctor or relay)")
     if options.command == "types":
         if options.rst:
             out.write(readmeTable())
@@ -217,7 +286,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     if options.command == "check":
         sides: tuple[Side, ...] = (
             ("client",) if options.client else ("server",) if options.server else SIDES)
-        return _check(options.description, sides, out, err)
+        return _check(options.description, sides, out, err, strict=options.strict,
+                      build=options.build)
     from endpointkit._doctor import doctor
 
     return doctor(out)

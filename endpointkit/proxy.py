@@ -251,6 +251,8 @@ class _HandshakeProtocol(Protocol):
 
 
 class _HandshakeFactory(Factory):
+    noisy = False
+
     def __init__(self, attempt: _Attempt, handshake: Handshake) -> None:
         self._attempt = attempt
         self._handshake = handshake

@@ -71,6 +71,8 @@ class _WatchingFactory(Factory):
     Builds protocols with the test's factory and watches each one.
     """
 
+    noisy = False
+
     def __init__(self, wrapped: Any) -> None:
         self.wrapped = wrapped
         self.watched: list[_Watched] = []
@@ -97,6 +99,8 @@ class _Once(Factory):
     """
     A factory for a protocol the test made itself: it builds it once.
     """
+
+    noisy = False
 
     def __init__(self, builder: Callable[[], Any]) -> None:
         self.builder = builder

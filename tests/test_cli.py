@@ -15,6 +15,7 @@ import textwrap
 
 from twisted.trial.unittest import TestCase
 
+from endpointkit import DescriptionError, buildDescription, serverFromString
 from endpointkit.cli import main, readmeTable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,6 +191,261 @@ class CheckTests(TestCase):
                                 capture_output=True, text=True, timeout=120)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("server tcp", result.stdout)
+
+
+class InsecureWarningTests(TestCase):
+    """
+    C{check} warns about each insecure setting; only C{--strict} makes a
+    warning change the exit status.
+    """
+
+    def test_sslClientWithoutHostname(self) -> None:
+        status, out, err = runCommand("check", "ssl:example.com:443")
+        self.assertEqual(status, 0)
+        self.assertIn("client ssl", out)
+        self.assertEqual(err.splitlines(), [
+            "endpointkit: warning: ssl: verifies nothing: any certificate is accepted, "
+            "for any host (give hostname= to verify the server, or use tls:)"])
+
+    def test_sslClientChainOnly(self) -> None:
+        status, _, err = runCommand("check", "ssl:example.com:443:caCertsDir=/etc/ssl/certs")
+        self.assertEqual(status, 0)
+        self.assertIn("ssl: checks the certificate chain against caCertsDir but not the "
+                      "host name", err)
+        self.assertEqual(len(err.splitlines()), 1)
+
+    def test_verifiedIsQuiet(self) -> None:
+        for description in ("ssl:example.com:443:hostname=example.com",
+                            "tls:example.com:443", "ssl:8443:privateKey=server.pem"):
+            status, _, err = runCommand("check", "--strict", description)
+            self.assertEqual((status, err), (0, ""), description)
+
+    def test_legacySSLMethod(self) -> None:
+        for method, version in (("TLSv1_METHOD", "TLS 1.0"), ("TLSv1_1_METHOD", "TLS 1.1")):
+            status, _, err = runCommand(
+                "check", "--server", f"ssl:8443:privateKey=server.pem:sslmethod={method}")
+            self.assertEqual(status, 0)
+            self.assertIn(f"warning: ssl: sslmethod={method} speaks only {version}", err)
+        status, _, err = runCommand(
+            "check", "--server", "ssl:8443:privateKey=server.pem:sslmethod=TLSv1_2_METHOD")
+        self.assertEqual((status, err), (0, ""))
+
+    def test_strict(self) -> None:
+        status, _, err = runCommand("check", "--strict", "ssl:example.com:443")
+        self.assertEqual(status, 1)
+        self.assertIn("warning: ssl: verifies nothing", err)
+
+    def test_nested(self) -> None:
+        """
+        A warning from inside a wrapper is shown, and secrets stay masked.
+        """
+        description = buildDescription(
+            "timeout", 5, endpoint=buildDescription("ssl", "example.com", 443))
+        status, _, err = runCommand("check", "--strict", description)
+        self.assertEqual(status, 1)
+        self.assertIn("warning: ssl: verifies nothing", err)
+
+    def test_loggedOncePerDescription(self) -> None:
+        """
+        endpointkit's clientFromString logs each warning once per
+        description, at warn level, with secrets masked.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.logger import LogLevel, capturedLogs, formatEvent
+
+        from endpointkit import clientFromString
+
+        reactor = MemoryReactorClock()
+        description = buildDescription(
+            "socks5", "example.com", 443, user="me", password="s3cret-pw",
+            endpoint=buildDescription("ssl", "proxy.example", 1080, timeout=7))
+        with capturedLogs() as events:
+            for _ in range(3):
+                clientFromString(reactor, description)
+            clientFromString(reactor, "ssl:example.com:443:hostname=example.com")
+        warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        text = formatEvent(warnings[0])
+        self.assertIn("ssl: verifies nothing", text)
+        self.assertIn("socks5:example.com:443", text)
+        self.assertNotIn("s3cret-pw", text)
+
+    def test_serverLogged(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.logger import LogLevel, capturedLogs, formatEvent
+
+        from endpointkit import serverFromString
+
+        key, certificate = selfSigned(self)
+        description = buildDescription("ssl", 0, privateKey=key, certKey=certificate,
+                                       sslmethod="TLSv1_1_METHOD")
+        with capturedLogs() as events:
+            serverFromString(MemoryReactorClock(), description)
+            serverFromString(MemoryReactorClock(), description)
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("ssl: sslmethod=TLSv1_1_METHOD speaks only TLS 1.1", warnings[0])
+
+
+def selfSigned(test: TestCase) -> tuple[str, str]:
+    """
+    The paths of a key and a self-signed certificate, removed at cleanup.
+    """
+    from tests._support import selfSignedCertificate
+
+    directory = tempfile.mkdtemp(prefix="ek-cli-")
+    test.addCleanup(subprocess.run, ["rm", "-rf", directory])
+    certificate, key = selfSignedCertificate("localhost")
+    paths = os.path.join(directory, "key.pem"), os.path.join(directory, "cert.pem")
+    for path, data in zip(paths, (key, certificate), strict=True):
+        with open(path, "wb") as f:
+            f.write(data)
+    return paths
+
+
+class BuildTests(TestCase):
+    """
+    C{check --build} builds the endpoint without listening or connecting,
+    and reports what would fail at run time with the run-time error.
+    """
+
+    def failsLikeRunTime(self, description: str, expected: str) -> str:
+        status, _, err = runCommand("check", "--server", "--build", description)
+        self.assertEqual(status, 2, err)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn(expected, err)
+        return err.strip().removeprefix("endpointkit: ")
+
+    def runTimeListenError(self, description: str) -> str:
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory
+
+        from endpointkit import listen
+
+        failure = self.failureResultOf(listen(description, Factory(), reactor=reactor))
+        return str(failure.value)
+
+    def test_adoptNotOpen(self) -> None:
+        fd = os.open(os.devnull, os.O_RDONLY)
+        os.close(fd)
+        shown = self.failsLikeRunTime(f"adopt:{fd}", f"descriptor {fd} is not open")
+        with self.assertRaises(DescriptionError) as caught:
+            serverFromString(None, f"adopt:{fd}")
+        self.assertEqual(shown, str(caught.exception))
+
+    def test_adoptPipe(self) -> None:
+        reading, writing = os.pipe()
+        self.addCleanup(os.close, reading)
+        self.addCleanup(os.close, writing)
+        shown = self.failsLikeRunTime(f"adopt:{reading}", f"descriptor {reading} is a pipe")
+        with self.assertRaises(DescriptionError) as caught:
+            serverFromString(None, f"adopt:{reading}")
+        self.assertEqual(shown, str(caught.exception))
+
+    def test_missingKey(self) -> None:
+        missing = os.path.join(tempfile.gettempdir(), f"ek-missing-{os.getpid()}.pem")
+        self.failsLikeRunTime(buildDescription("ssl", 0, privateKey=missing),
+                              f"'{missing}' No such file or directory")
+
+    def test_unixDirectoryMissing(self) -> None:
+        path = f"/nonexistent-{os.getpid()}/dir/s.sock"
+        shown = self.failsLikeRunTime(buildDescription("unix", path), "does not exist")
+        self.assertEqual(shown, self.runTimeListenError(buildDescription("unix", path)))
+
+    def test_unixDirectoryNested(self) -> None:
+        """
+        A wrapper's inner description is probed too.
+        """
+        path = f"/nonexistent-{os.getpid()}/s.sock"
+        description = buildDescription("limit", max=1, endpoint=buildDescription("unix", path))
+        self.failsLikeRunTime(description, f"directory /nonexistent-{os.getpid()} does not exist")
+
+    def test_unixParentIsAFile(self) -> None:
+        description = buildDescription("unix", "/etc/passwd/s.sock")
+        shown = self.failsLikeRunTime(description, "not a directory")
+        self.assertEqual(shown, self.runTimeListenError(description))
+
+    def test_unixPathTooLong(self) -> None:
+        path = "/tmp/" + "a" * 120
+        shown = self.failsLikeRunTime(buildDescription("unix", path), "too long")
+        self.assertEqual(shown, self.runTimeListenError(buildDescription("unix", path)))
+
+    def test_unixDirectoryNotWritable(self) -> None:
+        """
+        A directory the user cannot write in; as root (who writes anywhere),
+        checked with the effective user nobody.
+        """
+        directory = tempfile.mkdtemp(prefix="ek-ro-")
+        self.addCleanup(os.rmdir, directory)
+        description = buildDescription("unix", os.path.join(directory, "s.sock"))
+        # Everything imported first, while the effective user can read it.
+        self.failsLikeRunTime(buildDescription("unix", "/nonexistent/s.sock"), "does not exist")
+        self.runTimeListenError(buildDescription("unix", "/nonexistent/s.sock"))
+        if os.getuid() == 0:
+            os.chmod(directory, 0o755)
+            os.seteuid(65534)
+            try:
+                shown = self.failsLikeRunTime(description, "permission denied")
+                atRunTime = self.runTimeListenError(description)
+            finally:
+                os.seteuid(0)
+        else:
+            os.chmod(directory, 0o500)
+            self.addCleanup(os.chmod, directory, 0o700)
+            shown = self.failsLikeRunTime(description, "permission denied")
+            atRunTime = self.runTimeListenError(description)
+        self.assertEqual(shown, atRunTime)
+
+    def test_tlsDirectoryMissing(self) -> None:
+        path = f"/nonexistent-{os.getpid()}/certs"
+        self.failsLikeRunTime(buildDescription("tls", path, port=0),
+                              f"tls: argument 'path' must be a directory of PEM files, "
+                              f"but {path} does not exist")
+
+    def test_caCertsDirMissing(self) -> None:
+        path = f"/nonexistent-{os.getpid()}/cas"
+        status, _, err = runCommand("check", "--client", "--build",
+                                    buildDescription("ssl", "example.com", 443, caCertsDir=path,
+                                                     hostname="example.com"))
+        self.assertEqual(status, 2)
+        self.assertEqual(err, f"endpointkit: ssl: cannot build this endpoint: '{path}' "
+                         "No such file or directory\n")
+
+    def test_good(self) -> None:
+        key, certificate = selfSigned(self)
+        directory = tempfile.mkdtemp(prefix="ek-sock-")
+        self.addCleanup(os.rmdir, directory)
+        for description in (buildDescription("unix", os.path.join(directory, "s.sock")),
+                            buildDescription("ssl", 0, privateKey=key, certKey=certificate),
+                            "tcp:0", "memory:check-build"):
+            status, _, err = runCommand("check", "--server", "--build", description)
+            self.assertEqual((status, err), (0, ""), description)
+        self.assertEqual(os.listdir(directory), [])
+
+    def test_withoutBuildNothingChecked(self) -> None:
+        status, _, err = runCommand("check", "--server", "unix:/nonexistent/dir/s.sock")
+        self.assertEqual((status, err), (0, ""))
+
+
+class VersionTests(TestCase):
+    def test_version(self) -> None:
+        import platform
+
+        import twisted
+
+        import endpointkit
+
+        status, out, err = runCommand("--version")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out, f"endpointkit {endpointkit.__version__} (Twisted "
+                         f"{twisted.__version__}, {platform.python_implementation()} "
+                         f"{platform.python_version()})\n")
+
+    def test_commandStillRequired(self) -> None:
+        self.patch(sys, "stderr", io.StringIO())
+        with self.assertRaises(SystemExit) as caught:
+            runCommand()
+        self.assertEqual(caught.exception.code, 2)
 
 
 class DoctorTests(TestCase):

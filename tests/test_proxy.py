@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -44,6 +45,7 @@ from endpointkit.proxy import (
     TruncatedProxyReply,
     TunnelTransport,
     WrongProxyVersion,
+    _HandshakeFactory,
     httpconnectType,
     socks4aType,
     socks5Type,
@@ -839,6 +841,34 @@ class ScriptedProxyTests(TestCase):
         self.assertEqual(bytes(client.received), b"ping")
 
     @defer.inlineCallbacks
+    def test_quietFactories(self) -> Any:
+        """
+        A proxied connection logs no "Starting factory" / "Stopping factory"
+        lines: the factories the proxy endpoint makes are not noisy.
+        """
+        listening, _ = scripted(
+            Servers(self), [(3, b"\x05\x00"), (SOCKS5_REQUEST_IPV4, SOCKS5_OK)], "echo")
+        port = yield listening
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        class Quiet(Factory):
+            noisy = False
+            protocol = Collect
+
+            def buildProtocol(self, addr: Any) -> Any:
+                return Collect(len(b"ping"))
+
+        protocol = yield bounded(clientFromString(reactor, socks5To(80, port)).connect(Quiet()))
+        protocol.transport.write(b"ping")
+        self.assertEqual((yield bounded(protocol.enough)), b"ping")
+        protocol.transport.loseConnection()
+        yield bounded(protocol.lost)
+        texts = [formatEvent(event) for event in events]
+        self.assertEqual([t for t in texts if "factory" in t.lower()], [])
+
+    @defer.inlineCallbacks
     def test_proxyOverUnixAndTimeout(self) -> Any:
         """
         The proxy is reached through any client description: a UNIX socket
@@ -918,3 +948,27 @@ def _selfSigned(directory: str, name: str) -> tuple[str, str]:
     with open(certPath, "wb") as f:
         f.write(certificate)
     return keyPath, certPath
+
+
+class QuietFactoryTests(SynchronousTestCase):
+    """
+    No factory class of the package logs "Starting factory" per connection.
+    """
+
+    def test_everyFactoryQuiet(self) -> None:
+        import importlib
+        import pkgutil
+
+        import endpointkit
+
+        found = []
+        for module in pkgutil.iter_modules(endpointkit.__path__, "endpointkit."):
+            if module.name == "endpointkit.__main__":
+                continue
+            loaded = importlib.import_module(module.name)
+            for value in vars(loaded).values():
+                if (isinstance(value, type) and issubclass(value, Factory)
+                        and value.__module__ == loaded.__name__):
+                    found.append(value)
+        self.assertIn(_HandshakeFactory, found)
+        self.assertEqual([f for f in found if f.noisy], [])
