@@ -81,6 +81,14 @@ def formatSeconds(value: float) -> str:
     return format(decimal.Decimal(repr(number)), "f")
 
 
+def formatDuration(seconds: float) -> str:
+    """
+    A duration as every message of the package shows it: C{"30 s"},
+    C{"0.5 s"} (exact, never an exponent).
+    """
+    return f"{formatSeconds(seconds)} s"
+
+
 def didYouMean(word: str, candidates: Iterable[str]) -> str | None:
     """
     The candidate closest to C{word} (case first, then spelling), if any is

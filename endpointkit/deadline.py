@@ -42,7 +42,7 @@ from zope.interface import classImplements, implementer, providedBy
 from zope.interface.declarations import objectSpecificationDescriptor
 
 from endpointkit._builtin import _PROVIDER as _TWISTED
-from endpointkit._grammar import buildDescription
+from endpointkit._grammar import buildDescription, formatDuration
 from endpointkit._kinds import Host, Nested, Port, Seconds
 from endpointkit._schema import Arg, EndpointType, Parsed
 
@@ -56,10 +56,6 @@ __all__ = [
 ]
 
 _log = Logger()
-
-
-def _formatSeconds(seconds: float) -> str:
-    return Seconds().format(seconds)
 
 
 def describeEndpoint(endpoint: object) -> str:
@@ -90,8 +86,7 @@ class ConnectTimeout(TimeoutError):
         self.osError = None
         Exception.__init__(
             self,
-            f"connecting to {self.description} timed out after "
-            f"{_formatSeconds(seconds)} second{'' if seconds == 1 else 's'}")
+            f"connecting to {self.description} timed out after {formatDuration(seconds)}")
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -245,7 +240,7 @@ class _Attempt:
         self.built: Any = None
 
     def __repr__(self) -> str:
-        return (f"<deadline of {_formatSeconds(self.owner.timeout)} s "
+        return (f"<deadline of {formatDuration(self.owner.timeout)} "
                 f"around {self.factory!r}>")
 
     @property
@@ -494,7 +489,7 @@ class TimeoutEndpoint:
         description = self.description
         if description is not None:
             return f"<TimeoutEndpoint {description}>"
-        return f"<TimeoutEndpoint {_formatSeconds(self.timeout)} s around {self.endpoint!r}>"
+        return f"<TimeoutEndpoint {formatDuration(self.timeout)} around {self.endpoint!r}>"
 
     def connect(self, protocolFactory: IProtocolFactory | IProtocol) -> Deferred[IProtocol]:
         """

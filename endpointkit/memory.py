@@ -71,7 +71,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from endpointkit._grammar import quoteArgument
+from endpointkit._grammar import formatDuration, quoteArgument
 from endpointkit._kinds import Seconds, String
 from endpointkit._schema import Arg, EndpointType
 
@@ -786,7 +786,7 @@ class MemoryClientEndpoint:
             forget()
             factory.doStop()
             result.errback(ConnectTimeoutError(  # type: ignore[no-untyped-call]
-                f"{_description(self.name)} did not accept within {self.timeout:g} s"))
+                f"{_description(self.name)} did not accept within {formatDuration(self.timeout)}"))
 
         def attemptConnection() -> None:
             if attempt.cancelled:

@@ -36,6 +36,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from endpointkit._grammar import formatDuration
 from endpointkit._httpconnect import DEFAULT_MAX_REPLY_HEADER, HTTPConnectHandshake, authority
 from endpointkit._kinds import Choice, Host, Invalid, Kind, Nested, Port, Seconds, Secret, String
 from endpointkit._schema import Arg, EndpointType, Parsed
@@ -398,7 +399,7 @@ class _Attempt:
         self.fail(self.endpoint._error(
             ProxyHandshakeTimeout,
             f"did not open the tunnel to {authority(self.endpoint.host, self.endpoint.port)} "
-            f"within {seconds:g} s (handshakeTimeout)"))
+            f"within {formatDuration(seconds)} (handshakeTimeout)"))
 
     def _cancel(self, result: Deferred[IProtocol]) -> None:
         if self.finished:

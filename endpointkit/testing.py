@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamServ
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
-from endpointkit._grammar import quoteArgument
+from endpointkit._grammar import formatDuration, quoteArgument
 from endpointkit._parse import clientFromString, serverFromString
 from endpointkit.memory import listeningNames, pump
 
@@ -206,7 +206,7 @@ def connectedPair(
             pump(reactor)
             expire("once pumped (does a wrapper need the global reactor?)")
         else:
-            call = reactor.callLater(timeout, expire, f"within {timeout:g} s")
+            call = reactor.callLater(timeout, expire, f"within {formatDuration(timeout)}")
             result.addBoth(lambda outcome: (call.cancel() if call.active() else None, outcome)[1])
         return result
 

@@ -200,7 +200,7 @@ class ConnectWithTimeoutTests(TestCase):
         self.assertIsInstance(error, TimeoutError)
         self.assertEqual(error.seconds, 5)
         self.assertIs(error.endpoint, endpoint)
-        self.assertEqual(str(error), "connecting to <ScriptedEndpoint> timed out after 5 seconds")
+        self.assertEqual(str(error), "connecting to <ScriptedEndpoint> timed out after 5 s")
         self.assertEqual(endpoint.cancelled, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -214,7 +214,7 @@ class ConnectWithTimeoutTests(TestCase):
         self.clock.advance(0.05)
         assert outcome.failure is not None
         self.assertEqual(outcome.at, 0.25)
-        self.assertIn("timed out after 0.25 seconds", str(outcome.failure.value))
+        self.assertIn("timed out after 0.25 s", str(outcome.failure.value))
 
     def test_namesDescription(self) -> None:
         """
@@ -226,7 +226,7 @@ class ConnectWithTimeoutTests(TestCase):
         self.clock.advance(1)
         assert outcome.failure is not None
         self.assertEqual(str(outcome.failure.value),
-                         "connecting to scripted:here timed out after 1 second")
+                         "connecting to scripted:here timed out after 1 s")
         self.assertEqual(describeEndpoint(object.__new__(ScriptedEndpoint)), "<ScriptedEndpoint>")
 
     def test_succeedsEarly(self) -> None:
@@ -570,7 +570,7 @@ class ConnectWithTimeoutTests(TestCase):
         for outcome in outcomes:
             assert outcome.failure is not None
             self.assertEqual(str(outcome.failure.value),
-                             "connecting to scripted:inner timed out after 2 seconds")
+                             "connecting to scripted:inner timed out after 2 s")
         self.assertEqual(self.clock.getDelayedCalls(), [])
         bare = TimeoutEndpoint(ScriptedEndpoint(self.clock), 0.5, self.clock)
         self.assertIsNone(bare.description)
@@ -592,7 +592,7 @@ class ConnectWithTimeoutTests(TestCase):
         assert outcome.failure is not None
         self.assertIs(type(outcome.failure.value), ConnectTimeout)
         self.assertEqual(str(outcome.failure.value),
-                         "connecting to scripted:inner timed out after 3 seconds")
+                         "connecting to scripted:inner timed out after 3 s")
         self.assertIs(outcome.failure.value.endpoint, endpoint)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -913,7 +913,7 @@ class LoopbackTests(TestCase):
         error = yield self.assertFailure(_bounded(d), ConnectTimeout)
         self.assertGreaterEqual(reactor.seconds() - before, 0.5)
         self.assertEqual(error.seconds, 0.5)
-        self.assertEqual(str(error), f"connecting to {inner} timed out after 0.5 seconds")
+        self.assertEqual(str(error), f"connecting to {inner} timed out after 0.5 s")
 
     @defer.inlineCallbacks
     def test_tcpFullQueueInnerDeadline(self) -> Any:
@@ -938,7 +938,7 @@ class LoopbackTests(TestCase):
         self.assertGreaterEqual(reactor.seconds() - before, 1)
         errors = {str(result.value) for ok, result in results
                   if not ok and type(result.value) is ConnectTimeout}
-        self.assertEqual(errors, {f"connecting to {inner} timed out after 1 second"})
+        self.assertEqual(errors, {f"connecting to {inner} timed out after 1 s"})
         self.assertEqual(sum(1 for ok, _ in results if not ok), 500)
         self.assertEqual(factory.built, [])
         self.assertEqual(fileDescriptorNumbers() - descriptors, set())

@@ -1062,6 +1062,21 @@ class DeterministicTests(SynchronousTestCase):
         self.assertEqual(openConnections(self.clock), 0)
         self.successResultOf(port.stopListening())
 
+    def test_durationStyle(self) -> None:
+        """
+        Durations in messages are exact seconds followed by C{s}, never in
+        exponent notation.
+        """
+        port = self.listen(Factory.forProtocol(Recorder))
+        port.stopReading()
+        d = clientFromString(self.clock, "memory:db:timeout=1234567.5").connect(
+            factoryOf(Recorder()))
+        pump(self.clock)
+        self.clock.advance(1234567.5)
+        failure = self.failureResultOf(d, ConnectTimeoutError)
+        self.assertIn("memory:db did not accept within 1234567.5 s", str(failure.value))
+        self.successResultOf(port.stopListening())
+
     def test_pumpNeedsClock(self) -> None:
         with self.assertRaises(TypeError) as caught:
             pump(object())
