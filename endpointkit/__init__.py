@@ -4,328 +4,144 @@ endpoints safe to run.
 
 The public API is loaded on first use, so that Twisted's plugin scan, which
 imports C{endpointkit._plugin}, pays for none of it.
+
+Each public name is written once, in the C{if TYPE_CHECKING:} block below:
+one C{from MODULE import NAME as NAME} line per name, which is what type
+checkers read.  At run time that block does not run; on first use, the
+names and their modules are read from it (from this file's source), and a
+name is imported from its module when it is first looked up.  To export a
+name, add its line there; nothing else lists it.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-
-_MODULES = {
-    "endpointkit._grammar": (
-        "DescriptionError",
-        "buildDescription",
-        "quoteArgument",
-    ),
-    "endpointkit._lookup": (
-        "parseDescription",
-    ),
-    "endpointkit._parse": (
-        "clientFromString",
-        "serverFromString",
-    ),
-    "endpointkit.deadline": (
-        "ConnectTimeout",
-        "TimeoutEndpoint",
-        "connectWithTimeout",
-    ),
-    "endpointkit.lifecycle.describing": (
-        "CannotDescribePort",
-        "clientDescriptionFor",
-        "clientDescriptionsFor",
-    ),
-    "endpointkit.lifecycle.diagnosis": (
-        "ListenError",
-    ),
-    "endpointkit.lifecycle.draining": (
-        "DrainResult",
-        "gracefulStop",
-    ),
-    "endpointkit.lifecycle.listening": (
-        "listen",
-    ),
-    "endpointkit.lifecycle.service": (
-        "EndpointService",
-    ),
-    "endpointkit.lifecycle.stopping": (
-        "stopListening",
-    ),
-    "endpointkit.lifecycle.tracking": (
-        "TrackedPort",
-        "TrackingFactory",
-    ),
-    "endpointkit.proxy": (
-        "HTTPConnectClientEndpoint",
-        "SOCKS4aClientEndpoint",
-        "SOCKS5ClientEndpoint",
-        "TunnelTransport",
-    ),
-    "endpointkit._socks": (
-        "AddressTypeNotSupported",
-        "CommandNotSupported",
-        "ConnectionNotAllowedByRuleset",
-        "ConnectionRefused",
-        "GeneralSOCKSFailure",
-        "HTTPProxyAuthenticationRequired",
-        "HTTPProxyRefused",
-        "HostUnreachable",
-        "MalformedProxyReply",
-        "NetworkUnreachable",
-        "ProxyAuthenticationFailed",
-        "ProxyClosedConnection",
-        "ProxyError",
-        "ProxyHandshakeTimeout",
-        "ProxyRefused",
-        "ProxyReplyTooLarge",
-        "SOCKS4IdentdMismatch",
-        "SOCKS4IdentdUnreachable",
-        "SOCKS4Rejected",
-        "TTLExpired",
-        "TruncatedProxyReply",
-        "UnassignedSOCKSReply",
-        "WrongProxyVersion",
-    ),
-    "endpointkit.memory": (
-        "MemoryAddress",
-        "MemoryClientEndpoint",
-        "MemoryServerEndpoint",
-        "pump",
-    ),
-    "endpointkit.reuseport": (
-        "ReusePortServerEndpoint",
-    ),
-    "endpointkit.adopt": (
-        "AdoptedServerEndpoint",
-    ),
-    "endpointkit.multi": (
-        "MultiListenError",
-        "MultiServerEndpoint",
-    ),
-    "endpointkit.limit": (
-        "LimitServerEndpoint",
-    ),
-    "endpointkit.failover": (
-        "AllMembersFailed",
-        "FallbackClientEndpoint",
-        "MemberCoolingDown",
-        "RaceClientEndpoint",
-        "servedBy",
-    ),
-    "endpointkit.metrics": (
-        "FailoverMetrics",
-        "LifecycleMetrics",
-        "LimitMetrics",
-        "RelayMetrics",
-        "serveMetrics",
-    ),
-}
-_API = {name: module for module, names in _MODULES.items() for name in names}
 
 if TYPE_CHECKING:
     from endpointkit._grammar import DescriptionError as DescriptionError
     from endpointkit._grammar import buildDescription as buildDescription
     from endpointkit._grammar import quoteArgument as quoteArgument
+    from endpointkit._handshake import MalformedProxyReply as MalformedProxyReply
+    from endpointkit._handshake import ProxyClosedConnection as ProxyClosedConnection
+    from endpointkit._handshake import ProxyError as ProxyError
+    from endpointkit._handshake import ProxyHandshakeTimeout as ProxyHandshakeTimeout
+    from endpointkit._handshake import ProxyRefused as ProxyRefused
+    from endpointkit._handshake import ProxyReplyTooLarge as ProxyReplyTooLarge
+    from endpointkit._handshake import TruncatedProxyReply as TruncatedProxyReply
+    from endpointkit._handshake import WrongProxyVersion as WrongProxyVersion
+    from endpointkit._httpconnect import (
+        HTTPProxyAuthenticationRequired as HTTPProxyAuthenticationRequired,
+    )
+    from endpointkit._httpconnect import HTTPProxyRefused as HTTPProxyRefused
     from endpointkit._lookup import parseDescription as parseDescription
-    from endpointkit._parse import (
-        clientFromString as clientFromString,
-    )
-    from endpointkit._parse import (
-        serverFromString as serverFromString,
-    )
-    from endpointkit._socks import (
-        AddressTypeNotSupported as AddressTypeNotSupported,
-    )
-    from endpointkit._socks import (
-        CommandNotSupported as CommandNotSupported,
-    )
+    from endpointkit._parse import clientFromString as clientFromString
+    from endpointkit._parse import serverFromString as serverFromString
+    from endpointkit._socks import AddressTypeNotSupported as AddressTypeNotSupported
+    from endpointkit._socks import CommandNotSupported as CommandNotSupported
     from endpointkit._socks import (
         ConnectionNotAllowedByRuleset as ConnectionNotAllowedByRuleset,
     )
-    from endpointkit._socks import (
-        ConnectionRefused as ConnectionRefused,
-    )
-    from endpointkit._socks import (
-        GeneralSOCKSFailure as GeneralSOCKSFailure,
-    )
-    from endpointkit._socks import (
-        HostUnreachable as HostUnreachable,
-    )
-    from endpointkit._socks import (
-        HTTPProxyAuthenticationRequired as HTTPProxyAuthenticationRequired,
-    )
-    from endpointkit._socks import (
-        HTTPProxyRefused as HTTPProxyRefused,
-    )
-    from endpointkit._socks import (
-        MalformedProxyReply as MalformedProxyReply,
-    )
-    from endpointkit._socks import (
-        NetworkUnreachable as NetworkUnreachable,
-    )
-    from endpointkit._socks import (
-        ProxyAuthenticationFailed as ProxyAuthenticationFailed,
-    )
-    from endpointkit._socks import (
-        ProxyClosedConnection as ProxyClosedConnection,
-    )
-    from endpointkit._socks import (
-        ProxyError as ProxyError,
-    )
-    from endpointkit._socks import (
-        ProxyHandshakeTimeout as ProxyHandshakeTimeout,
-    )
-    from endpointkit._socks import (
-        ProxyRefused as ProxyRefused,
-    )
-    from endpointkit._socks import (
-        ProxyReplyTooLarge as ProxyReplyTooLarge,
-    )
-    from endpointkit._socks import (
-        SOCKS4IdentdMismatch as SOCKS4IdentdMismatch,
-    )
-    from endpointkit._socks import (
-        SOCKS4IdentdUnreachable as SOCKS4IdentdUnreachable,
-    )
-    from endpointkit._socks import (
-        SOCKS4Rejected as SOCKS4Rejected,
-    )
-    from endpointkit._socks import (
-        TruncatedProxyReply as TruncatedProxyReply,
-    )
-    from endpointkit._socks import (
-        TTLExpired as TTLExpired,
-    )
-    from endpointkit._socks import (
-        UnassignedSOCKSReply as UnassignedSOCKSReply,
-    )
-    from endpointkit._socks import (
-        WrongProxyVersion as WrongProxyVersion,
-    )
-    from endpointkit.adopt import (
-        AdoptedServerEndpoint as AdoptedServerEndpoint,
-    )
-    from endpointkit.deadline import (
-        ConnectTimeout as ConnectTimeout,
-    )
-    from endpointkit.deadline import (
-        TimeoutEndpoint as TimeoutEndpoint,
-    )
-    from endpointkit.deadline import (
-        connectWithTimeout as connectWithTimeout,
-    )
-    from endpointkit.failover import (
-        AllMembersFailed as AllMembersFailed,
-    )
-    from endpointkit.failover import (
-        FallbackClientEndpoint as FallbackClientEndpoint,
-    )
-    from endpointkit.failover import (
-        MemberCoolingDown as MemberCoolingDown,
-    )
-    from endpointkit.failover import (
-        RaceClientEndpoint as RaceClientEndpoint,
-    )
-    from endpointkit.failover import (
-        servedBy as servedBy,
-    )
-    from endpointkit.lifecycle.describing import (
-        CannotDescribePort as CannotDescribePort,
-    )
-    from endpointkit.lifecycle.describing import (
-        clientDescriptionFor as clientDescriptionFor,
-    )
-    from endpointkit.lifecycle.describing import (
-        clientDescriptionsFor as clientDescriptionsFor,
-    )
-    from endpointkit.lifecycle.diagnosis import (
-        ListenError as ListenError,
-    )
-    from endpointkit.lifecycle.draining import (
-        DrainResult as DrainResult,
-    )
-    from endpointkit.lifecycle.draining import (
-        gracefulStop as gracefulStop,
-    )
-    from endpointkit.lifecycle.listening import (
-        listen as listen,
-    )
-    from endpointkit.lifecycle.service import (
-        EndpointService as EndpointService,
-    )
-    from endpointkit.lifecycle.stopping import (
-        stopListening as stopListening,
-    )
-    from endpointkit.lifecycle.tracking import (
-        TrackedPort as TrackedPort,
-    )
-    from endpointkit.lifecycle.tracking import (
-        TrackingFactory as TrackingFactory,
-    )
-    from endpointkit.limit import (
-        LimitServerEndpoint as LimitServerEndpoint,
-    )
-    from endpointkit.memory import (
-        MemoryAddress as MemoryAddress,
-    )
-    from endpointkit.memory import (
-        MemoryClientEndpoint as MemoryClientEndpoint,
-    )
-    from endpointkit.memory import (
-        MemoryServerEndpoint as MemoryServerEndpoint,
-    )
-    from endpointkit.memory import (
-        pump as pump,
-    )
-    from endpointkit.metrics import (
-        FailoverMetrics as FailoverMetrics,
-    )
-    from endpointkit.metrics import (
-        LifecycleMetrics as LifecycleMetrics,
-    )
-    from endpointkit.metrics import (
-        LimitMetrics as LimitMetrics,
-    )
-    from endpointkit.metrics import (
-        RelayMetrics as RelayMetrics,
-    )
-    from endpointkit.metrics import (
-        serveMetrics as serveMetrics,
-    )
-    from endpointkit.multi import (
-        MultiListenError as MultiListenError,
-    )
-    from endpointkit.multi import (
-        MultiServerEndpoint as MultiServerEndpoint,
-    )
-    from endpointkit.proxy import (
-        HTTPConnectClientEndpoint as HTTPConnectClientEndpoint,
-    )
-    from endpointkit.proxy import (
-        SOCKS4aClientEndpoint as SOCKS4aClientEndpoint,
-    )
-    from endpointkit.proxy import (
-        SOCKS5ClientEndpoint as SOCKS5ClientEndpoint,
-    )
-    from endpointkit.proxy import (
-        TunnelTransport as TunnelTransport,
-    )
-    from endpointkit.reuseport import (
-        ReusePortServerEndpoint as ReusePortServerEndpoint,
-    )
-
-__all__ = sorted(_API)
+    from endpointkit._socks import ConnectionRefused as ConnectionRefused
+    from endpointkit._socks import GeneralSOCKSFailure as GeneralSOCKSFailure
+    from endpointkit._socks import HostUnreachable as HostUnreachable
+    from endpointkit._socks import NetworkUnreachable as NetworkUnreachable
+    from endpointkit._socks import ProxyAuthenticationFailed as ProxyAuthenticationFailed
+    from endpointkit._socks import SOCKS4IdentdMismatch as SOCKS4IdentdMismatch
+    from endpointkit._socks import SOCKS4IdentdUnreachable as SOCKS4IdentdUnreachable
+    from endpointkit._socks import SOCKS4Rejected as SOCKS4Rejected
+    from endpointkit._socks import TTLExpired as TTLExpired
+    from endpointkit._socks import UnassignedSOCKSReply as UnassignedSOCKSReply
+    from endpointkit.adopt import AdoptedServerEndpoint as AdoptedServerEndpoint
+    from endpointkit.deadline import ConnectTimeout as ConnectTimeout
+    from endpointkit.deadline import TimeoutEndpoint as TimeoutEndpoint
+    from endpointkit.deadline import connectWithTimeout as connectWithTimeout
+    from endpointkit.failover import AllMembersFailed as AllMembersFailed
+    from endpointkit.failover import FallbackClientEndpoint as FallbackClientEndpoint
+    from endpointkit.failover import MemberCoolingDown as MemberCoolingDown
+    from endpointkit.failover import RaceClientEndpoint as RaceClientEndpoint
+    from endpointkit.failover import servedBy as servedBy
+    from endpointkit.lifecycle.describing import CannotDescribePort as CannotDescribePort
+    from endpointkit.lifecycle.describing import clientDescriptionFor as clientDescriptionFor
+    from endpointkit.lifecycle.describing import clientDescriptionsFor as clientDescriptionsFor
+    from endpointkit.lifecycle.diagnosis import ListenError as ListenError
+    from endpointkit.lifecycle.draining import DrainResult as DrainResult
+    from endpointkit.lifecycle.draining import gracefulStop as gracefulStop
+    from endpointkit.lifecycle.listening import listen as listen
+    from endpointkit.lifecycle.service import EndpointService as EndpointService
+    from endpointkit.lifecycle.stopping import stopListening as stopListening
+    from endpointkit.lifecycle.tracking import TrackedPort as TrackedPort
+    from endpointkit.lifecycle.tracking import TrackingFactory as TrackingFactory
+    from endpointkit.limit import LimitServerEndpoint as LimitServerEndpoint
+    from endpointkit.memory import MemoryAddress as MemoryAddress
+    from endpointkit.memory import MemoryClientEndpoint as MemoryClientEndpoint
+    from endpointkit.memory import MemoryServerEndpoint as MemoryServerEndpoint
+    from endpointkit.memory import pump as pump
+    from endpointkit.metrics import FailoverMetrics as FailoverMetrics
+    from endpointkit.metrics import LifecycleMetrics as LifecycleMetrics
+    from endpointkit.metrics import LimitMetrics as LimitMetrics
+    from endpointkit.metrics import RelayMetrics as RelayMetrics
+    from endpointkit.metrics import serveMetrics as serveMetrics
+    from endpointkit.multi import MultiListenError as MultiListenError
+    from endpointkit.multi import MultiServerEndpoint as MultiServerEndpoint
+    from endpointkit.proxy import HTTPConnectClientEndpoint as HTTPConnectClientEndpoint
+    from endpointkit.proxy import SOCKS4aClientEndpoint as SOCKS4aClientEndpoint
+    from endpointkit.proxy import SOCKS5ClientEndpoint as SOCKS5ClientEndpoint
+    from endpointkit.proxy import TunnelTransport as TunnelTransport
+    from endpointkit.reuseport import ReusePortServerEndpoint as ReusePortServerEndpoint
 
 
-def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'endpointkit' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+_API: dict[str, str] | None = None
+
+
+def _publicNames() -> dict[str, str]:
+    """
+    Each public name and the module it is imported from, as the
+    C{TYPE_CHECKING} block of this file writes them.
+    """
+    global _API
+    if _API is None:
+        _API = _readPublicNames()
+    return _API
+
+
+def _readPublicNames() -> dict[str, str]:
+    import ast
+
+    loader: Any = __spec__.loader if __spec__ is not None else None
+    source = loader.get_source(__name__) if loader is not None else None
+    if source is None:
+        raise ImportError(
+            "endpointkit finds its public names in the source of endpointkit/__init__.py, "
+            "which this installation does not have")
+    table = {}
+    for node in ast.parse(source).body:
+        if (isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+                and node.test.id == "TYPE_CHECKING"):
+            for statement in node.body:
+                if isinstance(statement, ast.ImportFrom) and statement.module:
+                    for alias in statement.names:
+                        table[alias.asname or alias.name] = statement.module
+    return table
+
+
+# Hidden from type checkers, which then see only the names above (a
+# module-level __getattr__ would let any name through).
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        if name == "__all__":
+            return sorted(_publicNames())
+        module = _publicNames().get(name) if not name.startswith("__") else None
+        if module is None:
+            raise AttributeError(f"module 'endpointkit' has no attribute {name!r}")
+        from importlib import import_module
+
+        value = getattr(import_module(module), name)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_API))
+    return sorted(set(globals()) | set(_publicNames()))

@@ -4,7 +4,9 @@ Sans-I/O HTTP CONNECT client handshake (RFC 9110 section 9.3.6), on h11.
 h11 writes the request and reads the reply, with its cap on an incomplete
 event bounding the reply header; a 2xx reply to CONNECT switches protocols,
 and whatever followed the header (h11's C{trailing_data}) is the tunnel's
-first bytes.
+first bytes.  The errors particular to HTTP CONNECT (L{HTTPProxyRefused},
+L{HTTPProxyAuthenticationRequired}) live here; the shared ones in
+L{endpointkit._handshake}.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ from collections.abc import Sequence
 
 import h11
 
-from endpointkit._socks import (
+from endpointkit._handshake import (
     Event,
-    HTTPProxyAuthenticationRequired,
-    HTTPProxyRefused,
     MalformedProxyReply,
     ProxyError,
+    ProxyRefused,
     ProxyReplyTooLarge,
     SendData,
     TunnelReady,
@@ -50,6 +51,29 @@ def basicCredentials(username: str, password: str) -> bytes:
     """
     token = base64.b64encode(f"{username}:{password}".encode())
     return b"Basic " + token
+
+
+# The errors of HTTP CONNECT.
+
+
+class HTTPProxyRefused(ProxyRefused):
+    """
+    An HTTP proxy answered CONNECT with a status other than 2xx.
+
+    @ivar statusLine: the status line, like C{"HTTP/1.1 403 Forbidden"}.
+    """
+
+    def __init__(self, protocol: str, code: int, statusLine: str,
+                 proxy: str | None = None) -> None:
+        self.statusLine = statusLine
+        ProxyRefused.__init__(self, protocol, code, proxy, f"refused: {statusLine}")
+
+
+class HTTPProxyAuthenticationRequired(HTTPProxyRefused):
+    """
+    An HTTP proxy answered CONNECT with 407 (or 401, as tinyproxy does):
+    no or wrong credentials.
+    """
 
 
 class HTTPConnectHandshake(_Handshake):

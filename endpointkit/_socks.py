@@ -1,6 +1,5 @@
 """
-Sans-I/O SOCKS4/4a and SOCKS5 client handshakes, and the errors of every
-proxy handshake.
+Sans-I/O SOCKS4/4a and SOCKS5 client handshakes, and the errors of SOCKS.
 
 A handshake takes bytes and returns events (L{SendData}, L{TunnelReady});
 it never touches a socket or a clock.  socksio encodes the requests and
@@ -12,7 +11,6 @@ a specific L{ProxyError} at the first byte that proves it.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from socksio.socks4 import (
     SOCKS4ARequest,
@@ -30,55 +28,19 @@ from socksio.socks5 import (
     SOCKS5Reply,
     SOCKS5UsernamePasswordRequest,
 )
-from twisted.internet.error import ConnectError, TimeoutError
 
-# Errors.
+from endpointkit._handshake import (
+    Event,
+    MalformedProxyReply,
+    ProxyError,
+    ProxyRefused,
+    SendData,
+    TunnelReady,
+    WrongProxyVersion,
+    _Handshake,
+)
 
-
-class ProxyError(ConnectError):
-    """
-    A proxy did not open the tunnel.  The message names the protocol, the
-    proxy (its client description, secrets masked) and what went wrong.
-
-    @ivar protocol: C{"socks5"}, C{"socks4a"} or C{"httpconnect"}.
-    @ivar proxy: the proxy's description, or L{None} when not known.
-    @ivar reason: what went wrong, without the protocol and the proxy.
-    """
-
-    def __init__(self, protocol: str, reason: str, proxy: str | None = None) -> None:
-        Exception.__init__(self, reason)
-        self.osError = None
-        self.protocol = protocol
-        self.reason = reason
-        self.proxy = proxy
-
-    @property
-    def message(self) -> str:
-        where = f" at {self.proxy}" if self.proxy else ""
-        return f"{self.protocol} proxy{where} {self.reason}"
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r})"
-
-
-class ProxyRefused(ProxyError):
-    """
-    The proxy answered the connect request with a refusal.
-
-    @ivar code: the reply code (SOCKS) or status code (HTTP).
-    """
-
-    description = "the request"
-
-    def __init__(self, protocol: str, code: int, proxy: str | None = None,
-                 reason: str | None = None) -> None:
-        self.code = code
-        ProxyError.__init__(
-            self, protocol,
-            reason or f"refused: {self.description} (reply 0x{code:02x})", proxy)
+# The errors of SOCKS.
 
 
 class GeneralSOCKSFailure(ProxyRefused):
@@ -153,71 +115,11 @@ class SOCKS4IdentdMismatch(ProxyRefused):
     description = "request rejected: identd reports a different user id"
 
 
-class HTTPProxyRefused(ProxyRefused):
-    """
-    An HTTP proxy answered CONNECT with a status other than 2xx.
-
-    @ivar statusLine: the status line, like C{"HTTP/1.1 403 Forbidden"}.
-    """
-
-    def __init__(self, protocol: str, code: int, statusLine: str,
-                 proxy: str | None = None) -> None:
-        self.statusLine = statusLine
-        ProxyRefused.__init__(self, protocol, code, proxy, f"refused: {statusLine}")
-
-
-class HTTPProxyAuthenticationRequired(HTTPProxyRefused):
-    """
-    An HTTP proxy answered CONNECT with 407 (or 401, as tinyproxy does):
-    no or wrong credentials.
-    """
-
-
 class ProxyAuthenticationFailed(ProxyError):
     """
     The proxy rejected the username and password (RFC 1929), or accepts none
     of the authentication methods offered.
     """
-
-
-class MalformedProxyReply(ProxyError):
-    """
-    The proxy sent bytes that are not a reply of its protocol.
-    """
-
-
-class WrongProxyVersion(MalformedProxyReply):
-    """
-    The proxy's reply carries the wrong protocol version.
-    """
-
-
-class ProxyReplyTooLarge(MalformedProxyReply):
-    """
-    The proxy's reply is longer than a reply can be (or than the cap on an
-    HTTP reply header), or the proxy sent data it had no reason to send.
-    """
-
-
-class ProxyClosedConnection(ProxyError):
-    """
-    The proxy closed the connection before the tunnel was open.
-    """
-
-
-class TruncatedProxyReply(ProxyClosedConnection, MalformedProxyReply):
-    """
-    The proxy closed the connection in the middle of a reply.
-    """
-
-
-class ProxyHandshakeTimeout(ProxyError, TimeoutError):
-    """
-    The tunnel was not open within the handshake deadline.
-    """
-
-    def __init__(self, protocol: str, reason: str, proxy: str | None = None) -> None:
-        ProxyError.__init__(self, protocol, reason, proxy)
 
 
 SOCKS5_REPLY_ERRORS: dict[int, type[ProxyRefused]] = {
@@ -238,35 +140,6 @@ SOCKS4_REPLY_ERRORS: dict[int, type[ProxyRefused]] = {
 }
 
 
-# Events.
-
-
-@dataclass(frozen=True)
-class SendData:
-    """
-    Bytes to write to the proxy.
-    """
-
-    data: bytes
-
-
-@dataclass(frozen=True)
-class TunnelReady:
-    """
-    The tunnel is open.  C{trailing} holds the bytes that followed the reply:
-    they are the tunnelled protocol's first bytes.
-
-    @ivar boundHost: the address the proxy reports it connected from
-        (SOCKS), or L{None}.
-    """
-
-    trailing: bytes
-    boundHost: str | None = None
-    boundPort: int | None = None
-
-
-Event = SendData | TunnelReady
-
 
 def _addressType(host: str) -> str:
     try:
@@ -274,80 +147,6 @@ def _addressType(host: str) -> str:
     except ValueError:
         return "name"
     return "ipv4" if address.version == 4 else "ipv6"
-
-
-class _Handshake:
-    """
-    What every handshake shares: a buffer bounded by the reply being read,
-    and the state that says whether it is done.
-    """
-
-    protocol = "proxy"
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._done = False
-        self._failed = False
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def initiate(self) -> list[Event]:
-        """
-        The first bytes to send, when the connection to the proxy is open.
-        """
-        raise NotImplementedError()
-
-    def receiveData(self, data: bytes) -> list[Event]:
-        """
-        Take bytes from the proxy; return what to do, or raise a
-        L{ProxyError}.
-        """
-        raise NotImplementedError()
-
-    def _error(self, kind: type[ProxyError], reason: str) -> ProxyError:
-        self._failed = True
-        return kind(self.protocol, reason)
-
-    def _partialReply(self) -> int:
-        """
-        How many bytes of a reply not yet complete have arrived.
-        """
-        return len(self._buffer)
-
-    def connectionClosed(self) -> ProxyError:
-        """
-        The proxy closed the connection: the error to report.
-        """
-        partial = self._partialReply()
-        if partial:
-            return self._error(
-                TruncatedProxyReply,
-                f"closed the connection in the middle of its reply "
-                f"({partial} byte{'s' if partial != 1 else ''} received)")
-        return self._error(ProxyClosedConnection,
-                           "closed the connection during the handshake")
-
-    def _take(self, size: int) -> bytes | None:
-        """
-        The next C{size} bytes of the buffer, or L{None} while incomplete.
-        """
-        if len(self._buffer) < size:
-            return None
-        taken, self._buffer = self._buffer[:size], self._buffer[size:]
-        return taken
-
-    def _noMore(self, what: str) -> None:
-        """
-        The proxy must now wait for the client; anything else it sent is a
-        protocol error, not something to buffer.
-        """
-        if self._buffer:
-            raise self._error(
-                ProxyReplyTooLarge,
-                f"sent {len(self._buffer)} unexpected byte"
-                f"{'s' if len(self._buffer) != 1 else ''} after its {what}")
 
 
 class SOCKS5Handshake(_Handshake):

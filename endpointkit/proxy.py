@@ -13,7 +13,10 @@ reports the target as its peer::
 
 The whole attempt (connecting to the proxy and the handshake) has a deadline,
 C{handshakeTimeout}; every bad reply fails at once with a specific
-L{ProxyError}.
+L{ProxyError}.  The errors live with their protocol: those of SOCKS in
+L{endpointkit._socks}, those of HTTP CONNECT in L{endpointkit._httpconnect},
+the ones every protocol shares in L{endpointkit._handshake}; all are
+importable from C{endpointkit}.
 """
 
 from __future__ import annotations
@@ -37,68 +40,27 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from endpointkit._grammar import formatDuration
+from endpointkit._handshake import (
+    Event,
+    ProxyError,
+    ProxyHandshakeTimeout,
+    SendData,
+    TunnelReady,
+)
 from endpointkit._httpconnect import DEFAULT_MAX_REPLY_HEADER, HTTPConnectHandshake, authority
 from endpointkit._kinds import Choice, Host, Invalid, Kind, Nested, Port, Seconds, Secret, String
 from endpointkit._schema import Arg, EndpointType, Parsed
 from endpointkit._socks import (
-    AddressTypeNotSupported,
-    CommandNotSupported,
-    ConnectionNotAllowedByRuleset,
-    ConnectionRefused,
-    Event,
-    GeneralSOCKSFailure,
-    HostUnreachable,
-    HTTPProxyAuthenticationRequired,
-    HTTPProxyRefused,
-    MalformedProxyReply,
-    NetworkUnreachable,
-    ProxyAuthenticationFailed,
-    ProxyClosedConnection,
-    ProxyError,
-    ProxyHandshakeTimeout,
-    ProxyRefused,
-    ProxyReplyTooLarge,
-    SendData,
     SOCKS4Handshake,
-    SOCKS4IdentdMismatch,
-    SOCKS4IdentdUnreachable,
-    SOCKS4Rejected,
     SOCKS5Handshake,
-    TruncatedProxyReply,
-    TTLExpired,
-    TunnelReady,
-    UnassignedSOCKSReply,
-    WrongProxyVersion,
     _addressType,
 )
 
 __all__ = [
-    "AddressTypeNotSupported",
-    "CommandNotSupported",
-    "ConnectionNotAllowedByRuleset",
-    "ConnectionRefused",
-    "GeneralSOCKSFailure",
     "HTTPConnectClientEndpoint",
-    "HTTPProxyAuthenticationRequired",
-    "HTTPProxyRefused",
-    "HostUnreachable",
-    "MalformedProxyReply",
-    "NetworkUnreachable",
-    "ProxyAuthenticationFailed",
-    "ProxyClosedConnection",
-    "ProxyError",
-    "ProxyHandshakeTimeout",
-    "ProxyRefused",
-    "ProxyReplyTooLarge",
-    "SOCKS4IdentdMismatch",
-    "SOCKS4IdentdUnreachable",
-    "SOCKS4Rejected",
     "SOCKS4aClientEndpoint",
     "SOCKS5ClientEndpoint",
-    "TTLExpired",
-    "TruncatedProxyReply",
-    "UnassignedSOCKSReply",
-    "WrongProxyVersion",
+    "TunnelTransport",
     "httpconnectType",
     "socks4aType",
     "socks5Type",

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from endpointkit._httpconnect import HTTPConnectHandshake, authority, basicCredentials
-from endpointkit._socks import (
+from endpointkit import (
     HTTPProxyAuthenticationRequired,
     HTTPProxyRefused,
     MalformedProxyReply,
     ProxyClosedConnection,
     ProxyReplyTooLarge,
-    SendData,
     TruncatedProxyReply,
-    TunnelReady,
     WrongProxyVersion,
 )
+from endpointkit._handshake import (
+    SendData,
+    TunnelReady,
+)
+from endpointkit._httpconnect import HTTPConnectHandshake, authority, basicCredentials
 
 
 def _started(host: str = "example.com", port: int = 443, **kw: object) -> HTTPConnectHandshake:

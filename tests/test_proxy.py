@@ -26,9 +26,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from endpointkit import clientFromString, parseDescription
-from endpointkit._grammar import DescriptionError, buildDescription
-from endpointkit.proxy import (
+from endpointkit import (
     ConnectionNotAllowedByRuleset,
     ConnectionRefused,
     HTTPConnectClientEndpoint,
@@ -45,6 +43,11 @@ from endpointkit.proxy import (
     TruncatedProxyReply,
     TunnelTransport,
     WrongProxyVersion,
+    clientFromString,
+    parseDescription,
+)
+from endpointkit._grammar import DescriptionError, buildDescription
+from endpointkit.proxy import (
     _HandshakeFactory,
     httpconnectType,
     socks4aType,
@@ -972,3 +975,85 @@ class QuietFactoryTests(SynchronousTestCase):
                     found.append(value)
         self.assertIn(_HandshakeFactory, found)
         self.assertEqual([f for f in found if f.noisy], [])
+
+
+class PublicNamesTests(SynchronousTestCase):
+    """
+    Every error lives in the module of its family, and each public name is
+    written once, in the C{TYPE_CHECKING} block of C{endpointkit/__init__.py}.
+    """
+
+    def test_errorFamilies(self) -> None:
+        import endpointkit
+        from endpointkit import _handshake, _httpconnect, _socks
+
+        errors = {name: getattr(endpointkit, name) for name in endpointkit.__all__
+                  if isinstance(getattr(endpointkit, name), type)
+                  and issubclass(getattr(endpointkit, name), endpointkit.ProxyError)}
+        self.assertEqual(len(errors), 23)
+        self.assertEqual(errors["HTTPProxyRefused"].__module__, _httpconnect.__name__)
+        self.assertEqual(errors["HTTPProxyAuthenticationRequired"].__module__,
+                         _httpconnect.__name__)
+        for name in ("GeneralSOCKSFailure", "SOCKS4Rejected", "ProxyAuthenticationFailed",
+                     "UnassignedSOCKSReply", "TTLExpired"):
+            self.assertEqual(errors[name].__module__, _socks.__name__, name)
+        for name in ("ProxyError", "ProxyRefused", "MalformedProxyReply",
+                     "ProxyHandshakeTimeout", "TruncatedProxyReply"):
+            self.assertEqual(errors[name].__module__, _handshake.__name__, name)
+        # The SOCKS module knows nothing of HTTP.
+        self.assertNotIn("HTTPProxyRefused", vars(_socks))
+
+    def test_everyProxyErrorIsPublic(self) -> None:
+        """
+        A new error class in a proxy module cannot be forgotten in the
+        public names.
+        """
+        import endpointkit
+        from endpointkit import _handshake, _httpconnect, _socks
+
+        defined = {name for module in (_handshake, _httpconnect, _socks)
+                   for name, value in vars(module).items()
+                   if isinstance(value, type) and issubclass(value, endpointkit.ProxyError)
+                   and value.__module__ == module.__name__}
+        self.assertEqual(defined - set(endpointkit.__all__), set())
+
+    def test_eachNameOnce(self) -> None:
+        """
+        The public names are the imports of the C{TYPE_CHECKING} block,
+        each written once, and each resolves to the object its module has.
+        """
+        import ast
+        import importlib
+
+        import endpointkit
+
+        with open(endpointkit.__file__, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        written = [alias.asname for node in tree.body if isinstance(node, ast.If)
+                   for statement in node.body if isinstance(statement, ast.ImportFrom)
+                   for alias in statement.names]
+        self.assertEqual(len(written), len(set(written)))
+        self.assertEqual(sorted(written), endpointkit.__all__)
+        for name, module in endpointkit._publicNames().items():
+            self.assertIs(getattr(endpointkit, name),
+                          getattr(importlib.import_module(module), name), name)
+        self.assertIn("ProxyError", dir(endpointkit))
+        with self.assertRaises(AttributeError):
+            endpointkit.NoSuchName  # noqa: B018
+
+    def test_lazy(self) -> None:
+        """
+        Importing the package imports none of its modules and reads none of
+        its names; a star import gets every public name.
+        """
+        import subprocess
+        import sys
+
+        code = ("import sys, endpointkit\n"
+                "print(endpointkit._API is None,"
+                " sorted(m for m in sys.modules if m.startswith('endpointkit')))\n"
+                "from endpointkit import *\n"
+                "print(ProxyError.__name__, pump.__module__)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60, check=True).stdout.splitlines()
+        self.assertEqual(out, ["True ['endpointkit']", "ProxyError endpointkit.memory"])

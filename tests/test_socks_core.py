@@ -7,9 +7,7 @@ from __future__ import annotations
 from twisted.internet.error import ConnectError, TimeoutError
 from twisted.trial.unittest import SynchronousTestCase
 
-from endpointkit._socks import (
-    SOCKS4_REPLY_ERRORS,
-    SOCKS5_REPLY_ERRORS,
+from endpointkit import (
     AddressTypeNotSupported,
     CommandNotSupported,
     ConnectionNotAllowedByRuleset,
@@ -24,17 +22,23 @@ from endpointkit._socks import (
     ProxyHandshakeTimeout,
     ProxyRefused,
     ProxyReplyTooLarge,
-    SendData,
-    SOCKS4Handshake,
     SOCKS4IdentdMismatch,
     SOCKS4IdentdUnreachable,
     SOCKS4Rejected,
-    SOCKS5Handshake,
     TruncatedProxyReply,
     TTLExpired,
-    TunnelReady,
     UnassignedSOCKSReply,
     WrongProxyVersion,
+)
+from endpointkit._handshake import (
+    SendData,
+    TunnelReady,
+)
+from endpointkit._socks import (
+    SOCKS4_REPLY_ERRORS,
+    SOCKS5_REPLY_ERRORS,
+    SOCKS4Handshake,
+    SOCKS5Handshake,
 )
 
 IPV4_OK = b"\x05\x00\x00\x01\x7f\x00\x00\x01\x04\x38"
