@@ -29,10 +29,12 @@ the oldest is forgotten (and would be logged again).
 _warned: OrderedDict[tuple[Side, str], None] = OrderedDict()
 
 
-def _warnInsecure(parsed: Parsed) -> None:
+def logInsecure(parsed: Parsed) -> None:
     """
     Log each insecure setting of C{parsed}, the first time this description
-    is parsed.
+    is parsed: for everything that builds endpoints from descriptions
+    (C{clientFromString}, C{serverFromString}; L{endpointkit.listen} and the
+    relay should call it too).
     """
     warnings = parsed.warnings()
     if not warnings:
@@ -53,7 +55,7 @@ def _warnInsecure(parsed: Parsed) -> None:
 def _build(reactor: Any, description: str | bytes, side: Side) -> Any:
     parsed = parseDescription(description, side)
     endpoint = parsed.build(reactor)
-    _warnInsecure(parsed)
+    logInsecure(parsed)
     return endpoint
 
 
