@@ -84,17 +84,12 @@ def _sslClientInsecure(values: Mapping[str, Any]) -> list[str]:
             "name: any certificate those CAs issued is accepted (give hostname=)"]
 
 
-UNIX_PATH_LIMIT = 107
-"""
-The longest path of a UNIX socket, in bytes (C{sun_path} is 108 bytes,
-the last one a NUL).
-"""
-
-
 def _unixServerProbe(values: Mapping[str, Any]) -> None:
     # What binding the socket file would fail on, told as the OSError that
     # bind() raises, so that it is explained as a failed listen is.
     from twisted.internet.error import CannotListenError
+
+    from endpointkit.lifecycle.diagnosis import UNIX_PATH_LIMIT
 
     path = os.fsdecode(values["address"])
     directory = os.path.dirname(path) or "."

@@ -179,11 +179,11 @@ def _buildError(text: str, parsed: Parsed, error: Exception) -> str:
     if isinstance(error, DescriptionError):
         return str(error)
     if parsed.side == "server":
-        from endpointkit.lifecycle import _explainListenFailure
+        from endpointkit.lifecycle.diagnosis import explainListenFailure
 
         shown = str(parsed) if str(parsed) != parsed.description() else text
         unixPath = str(parsed.values["address"]) if parsed.prefix == "unix" else None
-        explained = _explainListenFailure(error, shown, unixPath)
+        explained = explainListenFailure(error, shown, unixPath)
         if explained is not None:
             return str(explained)
     return f"{parsed.prefix}: cannot build this endpoint: {error}"
