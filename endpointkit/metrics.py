@@ -116,7 +116,7 @@ def failureReason(failure: object) -> str:
     @param failure: a L{twisted.python.failure.Failure} or an exception.
     """
     value = getattr(failure, "value", failure)
-    from endpointkit._socks import ProxyError
+    from endpointkit._handshake import ProxyError
     from endpointkit.failover import AllMembersFailed
 
     if isinstance(value, AllMembersFailed):

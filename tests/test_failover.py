@@ -246,7 +246,7 @@ class FallbackClockTests(SynchronousTestCase):
         self.assertEqual((b.starts, a.cancelled), ([3], 1))
         self.assertEqual(result.at, 3)
         self.assertEqual(endpoint.failedAt, [3, None])
-        self.assertIn("timed out after 3 seconds", endpoint.lastReason[0])
+        self.assertIn("timed out after 3 s", endpoint.lastReason[0])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_cooldownSkipsThenExpires(self) -> None:
@@ -361,7 +361,7 @@ class FallbackClockTests(SynchronousTestCase):
             str(error),
             f"fallback: all 2 members failed: 1. {endpoint.descriptions[0]}: Connection was "
             f"refused by other side: Connection refused; 2. {member}: connecting to {member} "
-            "timed out after 2 seconds")
+            "timed out after 2 s")
         self.assertNotIn(secret, str(error))
         self.assertEqual([d for d, _ in error.reasons], endpoint.descriptions)
         self.assertIsInstance(error.reasons[1][1], ConnectTimeout)
@@ -558,7 +558,7 @@ class RaceClockTests(SynchronousTestCase):
         self.assertEqual(result.at, 1.25)
         self.assertEqual(str(error), "race: all 2 members failed: 1. a: Connection was refused "
                          "by other side: Connection refused; 2. b: connecting to b timed out "
-                         "after 1 second")
+                         "after 1 s")
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_cancelBeforeSecondStarts(self) -> None:
@@ -809,7 +809,7 @@ class LoopbackTests(TestCase):
         self.assertGreaterEqual(elapsed, 0.5)
         self.assertLess(elapsed, 10)
         self.assertEqual(servedBy(protocol), f"tcp:127.0.0.1:{live}")
-        self.assertIn("timed out after 0.5 seconds", endpoint.lastReason[0])
+        self.assertIn("timed out after 0.5 s", endpoint.lastReason[0])
         await self.close(protocol)
 
     async def test_allFailReal(self) -> None:

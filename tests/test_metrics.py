@@ -18,8 +18,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import endpointkit
-from endpointkit import buildDescription
-from endpointkit._socks import ProxyRefused
+from endpointkit import ProxyRefused, buildDescription
 from endpointkit.deadline import ConnectTimeout
 from endpointkit.failover import AllMembersFailed
 from endpointkit.lifecycle import DrainResult, gracefulStop, listen
