@@ -7,8 +7,10 @@ whole description, nested ones included, on top of that lookup.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from endpointkit._grammar import (
@@ -47,6 +49,7 @@ def ourParsers() -> list[Any]:
 
 _plugins: dict[Side, dict[str, Any]] = {}
 _modules: dict[int, str] = {}
+_loaded: dict[int, ModuleType | None] = {}
 
 
 def ourParsersBySide(side: Side) -> dict[str, Any]:
@@ -112,9 +115,21 @@ def pluginParsers(side: Side, rescan: bool = False) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for plugin, module in scanPlugins(side):
             _modules[id(plugin)] = module
+            _loaded[id(plugin)] = sys.modules.get("twisted.plugins." + module)
             found.setdefault(str(plugin.prefix).lower(), plugin)
         _plugins[side] = found
     return _plugins[side]
+
+
+def _current(plugin: Any) -> bool:
+    """
+    Whether the plugin module that held C{plugin} when it was scanned is
+    still the one Python has loaded (a plugin module that was unloaded or
+    reloaded since, as Twisted's own tests do with their fake plugins, gives
+    new parser objects: the cached one is stale).
+    """
+    module = sys.modules.get(pluginModule(plugin))
+    return module is not None and module is _loaded.get(id(plugin))
 
 
 def findParser(side: Side, prefix: str) -> EndpointType | Any:
@@ -131,7 +146,7 @@ def findParser(side: Side, prefix: str) -> EndpointType | Any:
     if builtin is not None:
         return builtin
     plugins = pluginParsers(side)
-    if key not in plugins:
+    if key not in plugins or not _current(plugins[key]):
         plugins = pluginParsers(side, rescan=True)
     if key in plugins:
         return plugins[key]

@@ -195,6 +195,10 @@ def parseArguments(
     skipped = [arg for arg in positional if arg.name in raw]
     slots = [arg for arg in positional if arg.name not in raw]
     remaining = list(args)
+    if not positional and remaining == [""]:
+        # "stdio:", the form Twisted documents: its tokenizer reads the
+        # trailing colon as one empty value, which Twisted's parser ignores.
+        remaining = []
     for arg in slots:
         if not remaining:
             break

@@ -339,6 +339,25 @@ class BuiltinTests(SynchronousTestCase):
         self.assertIsInstance(built, endpoints.TCP6ServerEndpoint)
         self.assertEqual(built._interface, "::1")
 
+    def test_trailingColonMeansNoArguments(self) -> None:
+        """
+        C{stdio:}, the form Twisted documents, is accepted (Twisted's own
+        parser ignores the empty value its tokenizer gives for the trailing
+        colon), through endpointkit's parser and through Twisted's; a real
+        value is still refused.
+        """
+        reactor = MemoryReactorClock()
+        for description in ("stdio:", "stdio"):
+            parsed = parseDescription(description, "server")
+            self.assertEqual((parsed.prefix, parsed.given), ("stdio", ()))
+            self.assertEqual(parsed.description(), "stdio")
+            self.assertIsInstance(parsed.build(reactor), endpoints.StandardIOEndpoint)
+        e = self.assertRaises(DescriptionError, parseDescription, "stdio:x", "server")
+        self.assertEqual(str(e), "stdio: takes arguments only as key=value, got 'x'")
+        self.assertRaises(DescriptionError, parseDescription, "stdio::", "server")
+        noArgs = EndpointType("noargs", "server", (), "nothing", factory=_record)
+        self.assertEqual(parseArguments(noArgs, [""], [], parseDescription).given, ())
+
     def test_buildErrorsAreClear(self) -> None:
         e = self.assertRaises(
             DescriptionError, parseDescription("ssl:443:privateKey=/nonexistent/key.pem",
