@@ -20,6 +20,7 @@ from endpointkit._grammar import (
     argumentText,
     didYouMean,
     splitDescription,
+    tokenize,
 )
 from endpointkit._schema import EndpointType, Parsed, parseArguments
 
@@ -217,6 +218,7 @@ def parseDescription(description: str | bytes, side: Side) -> Parsed:
     prefix, args, kwargs = splitDescription(description)
     found = findParser(side, prefix)
     if isinstance(found, EndpointType):
-        return parseArguments(found, args, kwargs, parseDescription)
+        return parseArguments(found, args, kwargs, parseDescription,
+                              ordered=tokenize(description)[1:])
     return Parsed(side, prefix.lower(), None, {}, (), tuple(args), tuple(kwargs),
                   plugin=found)
