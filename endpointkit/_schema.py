@@ -24,7 +24,8 @@ from endpointkit._grammar import (
     quoteArgument,
     unparse,
 )
-from endpointkit._kinds import Int, Invalid, Kind, Nested, Rest
+from endpointkit._hints import canSuggest, suggest
+from endpointkit._kinds import Host, Int, Invalid, Kind, Nested, Rest
 
 
 class _Required:
@@ -230,7 +231,65 @@ def parseArguments(
         exactly the values that follow a secret, and say more precisely what
         was probably meant.
     """
-    return _parseArguments(etype, list(args), list(kwargs), parseNested, ordered)
+    args, kwargs = list(args), list(kwargs)
+    try:
+        return _parseArguments(etype, args, kwargs, parseNested, ordered)
+    except DescriptionError as e:
+        better = _explained(e, etype, args, kwargs, parseNested, ordered)
+        if better is None:
+            raise
+        raise better from None
+
+
+def _explained(error: DescriptionError, etype: EndpointType, args: list[str],
+               kwargs: list[tuple[str, str]], parseNested: ParseNested,
+               ordered: Pairs | None) -> DescriptionError | None:
+    """
+    C{error}, saying what was probably meant and showing the corrected
+    description (see L{endpointkit._hints}), when something that fits
+    parses.
+    """
+    if not canSuggest():
+        return None
+
+    def attempt(pairs: list[tuple[str | None, str]]) -> str | None:
+        for _ in range(2):
+            a = [value for key, value in pairs if key is None]
+            k = [(key, value) for key, value in pairs if key is not None]
+            try:
+                parsed = _parseArguments(etype, a, k, parseNested, pairs)
+            except DescriptionError as e:
+                # The nested description has a mistake of its own, which it
+                # explained: try again with its correction.
+                where, inner = e.nestedArgument, e.innerCorrected
+                if where is None or inner is None:
+                    return None
+                pairs = [(key, inner if key == where else value) for key, value in pairs]
+                continue
+            return parsed.description(masked=True, brackets=ordered is not None)
+        return None
+
+    if error.hintable:
+        found = suggest(etype, args, kwargs, ordered, attempt)
+        if found is None:
+            return None
+        explanation, corrected = found
+        message = f"{error.message}; {explanation} {corrected}"
+    elif error.nestedArgument is not None and error.innerCorrected is not None:
+        pairs: list[tuple[str | None, str]] = (
+            list(ordered) if ordered is not None
+            else [*[(None, a) for a in args], *kwargs])
+        whole = attempt(pairs)
+        if whole is None:
+            return None
+        corrected = whole
+        message = f"{error.message} (the whole description: {corrected})"
+    else:
+        return None
+    better = DescriptionError(message, prefix=error.prefix, argument=error.argument,
+                              value=error.value, expected=error.expected)
+    better.corrected = corrected
+    return better
 
 
 def _parseArguments(
@@ -376,10 +435,15 @@ class Parsed:
                     found += each.warnings()
         return found
 
-    def description(self, masked: bool = False) -> str:
+    def description(self, masked: bool = False, brackets: bool = False) -> str:
         """
         The canonical text of this description: positional arguments first,
         the rest as keywords, every value quoted.
+
+        @param masked: secrets as C{***}.
+        @param brackets: IPv6 addresses in brackets rather than escaped
+            (endpointkit's parsers read both; Twisted's tokenizer reads only
+            escapes).
         """
         if self.type is None:
             return ":".join([self.prefix, unparse(self.rawArgs, self.rawKwargs)]
@@ -397,10 +461,16 @@ class Parsed:
                 parts.append(value.description(masked))
             elif arg.variadic:
                 parts.extend(quoteArgument(formatValue(arg, v, masked)) for v in value)
-            elif arg.positional and arg.required and inOrder:
-                parts.append(quoteArgument(formatValue(arg, value, masked)))
             else:
-                parts.append(f"{arg.name}={quoteArgument(formatValue(arg, value, masked))}")
+                text = formatValue(arg, value, masked)
+                if brackets and isinstance(arg.kind, Host) and ":" in text:
+                    text = f"[{text}]"
+                else:
+                    text = quoteArgument(text)
+                if arg.positional and arg.required and inOrder:
+                    parts.append(text)
+                else:
+                    parts.append(f"{arg.name}={text}")
         return ":".join(parts)
 
     def __str__(self) -> str:
