@@ -34,7 +34,19 @@ class DescriptionError(ValueError):
     """
     A description cannot be parsed.  The message names the endpoint type, the
     argument, the value (C{***} for secrets) and what was expected.
+
+    @ivar corrected: when the message says what was probably meant, the
+        corrected description it shows (secrets as C{***}).
+    @ivar hintable: the arguments do not fit the type (an extra positional
+        value, a keyword given twice or unknown, a bad value), the kind of
+        error that an unescaped nested description or IPv6 address gives;
+        the schema then looks for what was probably meant.
     """
+
+    corrected: str | None = None
+    hintable = False
+    nestedArgument: str | None = None
+    innerCorrected: str | None = None
 
     def __init__(
         self,
@@ -60,13 +72,16 @@ class DescriptionError(ValueError):
         The same error, seen from the wrapper whose argument C{argument} held
         the description that failed.
         """
-        return DescriptionError(
+        error = DescriptionError(
             f"{prefix}: argument {argument!r}: {self.message}",
             prefix=self.prefix,
             argument=self.argument,
             value=self.value,
             expected=self.expected,
         )
+        error.nestedArgument = argument
+        error.innerCorrected = self.corrected
+        return error
 
 
 

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from endpointkit._grammar import Side, formatSeconds
+from endpointkit._grammar import SECRET_MASK, Side, formatSeconds
 
 
 class Invalid(Exception):
@@ -28,7 +28,14 @@ class Invalid(Exception):
 
 class Kind:
     """
-    The kind of an argument: how its text becomes a typed value and back.
+    The kind of an argument: how its text becomes a typed value and back,
+    and how it is shown where a description is shown (C{check}, logs,
+    reprs, errors).
+
+    @ivar secret: the whole value is a secret, always shown as C{***}.  A
+        kind with secrets in only part of its value (credential headers)
+        leaves this false and masks that part in L{Kind.formatMasked} and
+        L{Kind.maskText}.
     """
 
     name = "string"
@@ -40,6 +47,29 @@ class Kind:
 
     def format(self, value: Any) -> str:
         return str(value)
+
+    def formatMasked(self, value: Any) -> str:
+        """
+        The text of a typed value as it is shown: L{Kind.format} with its
+        secrets replaced by C{***}.
+        """
+        return SECRET_MASK if self.secret else self.format(value)
+
+    def maskText(self, text: str) -> str:
+        """
+        The text a user gave, as an error message may show it: secrets
+        replaced by C{***} (the text may be malformed).
+        """
+        return SECRET_MASK if self.secret else text
+
+    def cutSecret(self, text: str) -> bool:
+        """
+        Whether the text a user gave for this kind may have been cut short
+        at an unescaped colon just before part of a secret (which the
+        tokenizer then took for the next positional value): error messages
+        then show those following values as C{***}.
+        """
+        return self.secret
 
 
 class String(Kind):

@@ -7,8 +7,10 @@ whole description, nested ones included, on top of that lookup.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from endpointkit._grammar import (
@@ -18,6 +20,7 @@ from endpointkit._grammar import (
     argumentText,
     didYouMean,
     splitDescription,
+    tokenize,
 )
 from endpointkit._schema import EndpointType, Parsed, parseArguments
 
@@ -47,6 +50,7 @@ def ourParsers() -> list[Any]:
 
 _plugins: dict[Side, dict[str, Any]] = {}
 _modules: dict[int, str] = {}
+_loaded: dict[int, ModuleType | None] = {}
 
 
 def ourParsersBySide(side: Side) -> dict[str, Any]:
@@ -112,9 +116,21 @@ def pluginParsers(side: Side, rescan: bool = False) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for plugin, module in scanPlugins(side):
             _modules[id(plugin)] = module
+            _loaded[id(plugin)] = sys.modules.get("twisted.plugins." + module)
             found.setdefault(str(plugin.prefix).lower(), plugin)
         _plugins[side] = found
     return _plugins[side]
+
+
+def _current(plugin: Any) -> bool:
+    """
+    Whether the plugin module that held C{plugin} when it was scanned is
+    still the one Python has loaded (a plugin module that was unloaded or
+    reloaded since, as Twisted's own tests do with their fake plugins, gives
+    new parser objects: the cached one is stale).
+    """
+    module = sys.modules.get(pluginModule(plugin))
+    return module is not None and module is _loaded.get(id(plugin))
 
 
 def findParser(side: Side, prefix: str) -> EndpointType | Any:
@@ -131,7 +147,7 @@ def findParser(side: Side, prefix: str) -> EndpointType | Any:
     if builtin is not None:
         return builtin
     plugins = pluginParsers(side)
-    if key not in plugins:
+    if key not in plugins or not _current(plugins[key]):
         plugins = pluginParsers(side, rescan=True)
     if key in plugins:
         return plugins[key]
@@ -202,6 +218,7 @@ def parseDescription(description: str | bytes, side: Side) -> Parsed:
     prefix, args, kwargs = splitDescription(description)
     found = findParser(side, prefix)
     if isinstance(found, EndpointType):
-        return parseArguments(found, args, kwargs, parseDescription)
+        return parseArguments(found, args, kwargs, parseDescription,
+                              ordered=tokenize(description)[1:])
     return Parsed(side, prefix.lower(), None, {}, (), tuple(args), tuple(kwargs),
                   plugin=found)

@@ -24,7 +24,8 @@ from endpointkit._grammar import (
     quoteArgument,
     unparse,
 )
-from endpointkit._kinds import Int, Invalid, Kind, Nested, Rest
+from endpointkit._hints import canSuggest, suggest
+from endpointkit._kinds import Host, Int, Invalid, Kind, Nested, Rest
 
 
 class _Required:
@@ -130,11 +131,17 @@ How L{parseArguments} parses a nested description for one side.
 """
 
 
-def _shown(arg: Arg, text: str) -> str:
-    return SECRET_MASK if arg.kind.secret else repr(text)
+def _shown(arg: Arg, text: str, hidden: bool = False) -> str:
+    """
+    The text a user gave for C{arg}, as a message shows it.
+    """
+    if hidden or arg.kind.secret:
+        return SECRET_MASK
+    return repr(arg.kind.maskText(text))
 
 
-def _convert(etype: EndpointType, arg: Arg, text: str, parseNested: ParseNested) -> Any:
+def _convert(etype: EndpointType, arg: Arg, text: str, parseNested: ParseNested,
+             hidden: bool = False) -> Any:
     try:
         if isinstance(arg.kind, Nested):
             if not text:
@@ -145,18 +152,71 @@ def _convert(etype: EndpointType, arg: Arg, text: str, parseNested: ParseNested)
         raise e.nestedIn(etype.prefix, arg.name) from None
     except Invalid as e:
         expected = e.reason or arg.kind.expected
-        raise DescriptionError(
+        shown = None if hidden or arg.kind.secret else arg.kind.maskText(text)
+        error = DescriptionError(
             f"{etype.prefix}: argument {arg.name!r} must be {expected}, "
-            f"got {_shown(arg, text)}" + (f"; {e.hint}" if e.hint else ""),
+            f"got {_shown(arg, text, hidden)}" + (f"; {e.hint}" if e.hint else ""),
             prefix=etype.prefix,
             argument=arg.name,
-            value=None if arg.kind.secret else text,
+            value=shown,
             expected=expected,
-        ) from None
+        )
+        error.hintable = True
+        raise error from None
 
 
 def _fail(etype: EndpointType, argument: str | None, message: str) -> NoReturn:
-    raise etype.error(argument, message)
+    error = etype.error(argument, message)
+    error.hintable = True
+    raise error
+
+
+Pairs = Sequence[tuple["str | None", str]]
+"""
+Arguments as C{(key, value)} pairs in the order they were written; C{key}
+is L{None} for a positional value.
+"""
+
+
+def _hidden(etype: EndpointType, args: Sequence[str], kwargs: Sequence[tuple[str, str]],
+            ordered: Pairs | None) -> tuple[set[int], set[int]]:
+    """
+    The positional values and the keywords (by index in C{args} and in
+    C{kwargs}) that may be the rest of a secret cut at an unescaped colon:
+    those right after a secret argument's value (see L{Kind.cutSecret}).
+    Without the order (Twisted's tokenizer keeps the order of keywords but
+    not where the positional values were among them), every positional
+    value is suspect once such an argument is given, and every keyword
+    after it.
+    """
+    def cuts(key: str | None, value: str) -> bool:
+        arg = etype.byName.get(key) if key is not None else None
+        return arg is not None and arg.kind.cutSecret(value)
+
+    hiddenArgs: set[int] = set()
+    hiddenKeys: set[int] = set()
+    if ordered is None:
+        cutAt = next((i for i, (k, v) in enumerate(kwargs) if cuts(k, v)), None)
+        if cutAt is not None:
+            hiddenArgs.update(range(len(args)))
+            hiddenKeys.update(range(cutAt + 1, len(kwargs)))
+        return hiddenArgs, hiddenKeys
+    argIndex = keyIndex = 0
+    after = False
+    for key, value in ordered:
+        if key is None:
+            if after:
+                hiddenArgs.add(argIndex)
+            argIndex += 1
+        else:
+            # An unknown keyword right after the cut is the secret's rest
+            # too (a credential with '=' in it); a known one ends the run.
+            if after and key not in etype.byName:
+                hiddenKeys.add(keyIndex)
+            else:
+                after = cuts(key, value)
+            keyIndex += 1
+    return hiddenArgs, hiddenKeys
 
 
 def parseArguments(
@@ -164,6 +224,8 @@ def parseArguments(
     args: Sequence[str],
     kwargs: Iterable[tuple[str, str]],
     parseNested: ParseNested,
+    *,
+    ordered: Pairs | None = None,
 ) -> Parsed:
     """
     Check and convert a type's arguments: positional values fill the
@@ -172,21 +234,98 @@ def parseArguments(
 
     @param parseNested: parses a nested description (an argument of kind
         L{Nested}) for its side.
+    @param ordered: the same arguments in the order they were written, when
+        it is known (endpointkit's parser knows it; Twisted's tokenizer gives
+        plugins positional and keyword values apart).  Errors then mask
+        exactly the values that follow a secret, and say more precisely what
+        was probably meant.
     """
+    args, kwargs = list(args), list(kwargs)
+    try:
+        return _parseArguments(etype, args, kwargs, parseNested, ordered)
+    except DescriptionError as e:
+        better = _explained(e, etype, args, kwargs, parseNested, ordered)
+        if better is None:
+            raise
+        raise better from None
+
+
+def _explained(error: DescriptionError, etype: EndpointType, args: list[str],
+               kwargs: list[tuple[str, str]], parseNested: ParseNested,
+               ordered: Pairs | None) -> DescriptionError | None:
+    """
+    C{error}, saying what was probably meant and showing the corrected
+    description (see L{endpointkit._hints}), when something that fits
+    parses.
+    """
+    if not canSuggest():
+        return None
+
+    def attempt(pairs: list[tuple[str | None, str]]) -> str | None:
+        for _ in range(2):
+            a = [value for key, value in pairs if key is None]
+            k = [(key, value) for key, value in pairs if key is not None]
+            try:
+                parsed = _parseArguments(etype, a, k, parseNested, pairs)
+            except DescriptionError as e:
+                # The nested description has a mistake of its own, which it
+                # explained: try again with its correction.
+                where, inner = e.nestedArgument, e.innerCorrected
+                if where is None or inner is None:
+                    return None
+                pairs = [(key, inner if key == where else value) for key, value in pairs]
+                continue
+            return parsed.description(masked=True, brackets=ordered is not None)
+        return None
+
+    if error.hintable:
+        found = suggest(etype, args, kwargs, ordered, attempt)
+        if found is None:
+            return None
+        explanation, corrected = found
+        message = f"{error.message}; {explanation} {corrected}"
+    elif error.nestedArgument is not None and error.innerCorrected is not None:
+        pairs: list[tuple[str | None, str]] = (
+            list(ordered) if ordered is not None
+            else [*[(None, a) for a in args], *kwargs])
+        whole = attempt(pairs)
+        if whole is None:
+            return None
+        corrected = whole
+        message = f"{error.message} (the whole description: {corrected})"
+    else:
+        return None
+    better = DescriptionError(message, prefix=error.prefix, argument=error.argument,
+                              value=error.value, expected=error.expected)
+    better.corrected = corrected
+    return better
+
+
+def _parseArguments(
+    etype: EndpointType,
+    args: list[str],
+    kwargs: list[tuple[str, str]],
+    parseNested: ParseNested,
+    ordered: Pairs | None,
+) -> Parsed:
     if etype.args and isinstance(etype.args[0].kind, Rest):
-        rest = unparse(args, list(kwargs))
+        rest = unparse(args, kwargs)
         if not rest:
             _fail(etype, None, "needs the description it wraps after it, "
                   f"like {etype.prefix}:tcp:8080")
         first = etype.args[0]
         return Parsed(etype.side, etype.prefix, etype,
                       {first.name: _convert(etype, first, rest, parseNested)}, (first.name,))
+    hidden, hiddenKeys = _hidden(etype, args, kwargs, ordered)
     raw: dict[str, Any] = {}
-    for key, value in kwargs:
+    for keyIndex, (key, value) in enumerate(kwargs):
         found = etype.byName.get(key)
         if found is None:
             names = list(etype.byName)
             guess = didYouMean(key, names)
+            if keyIndex in hiddenKeys:
+                _fail(etype, None, f"unknown argument {SECRET_MASK} (after a secret: "
+                      "was a colon in it left unescaped?)")
             if ":" in key:
                 hint = ("it looks like a description with an unescaped '='; inside a "
                         "nested description escape it as \\= (buildDescription does)")
@@ -203,36 +342,49 @@ def parseArguments(
     positional = [arg for arg in etype.args if arg.positional or arg.variadic]
     skipped = [arg for arg in positional if arg.name in raw]
     slots = [arg for arg in positional if arg.name not in raw]
-    remaining = list(args)
+    remaining = list(enumerate(args))
+    if not positional and args == [""]:
+        # "stdio:", the form Twisted documents: its tokenizer reads the
+        # trailing colon as one empty value, which Twisted's parser ignores.
+        remaining = []
+    fromPosition: dict[str, Any] = {}
     for arg in slots:
         if not remaining:
             break
         if arg.variadic:
-            raw[arg.name] = tuple(remaining)
+            raw[arg.name] = tuple(text for _, text in remaining)
+            fromPosition[arg.name] = tuple(i in hidden for i, _ in remaining)
             remaining = []
         else:
-            raw[arg.name] = remaining.pop(0)
+            index, raw[arg.name] = remaining.pop(0)
+            fromPosition[arg.name] = index in hidden
     if remaining:
+        index, extra = remaining[0]
+        extraShown = SECRET_MASK if index in hidden else repr(extra)
         if skipped:
             arg = skipped[0]
             _fail(etype, arg.name,
-                  f"is given twice: by position ({_shown(arg, remaining[0])}) "
+                  f"is given twice: by position "
+                  f"({_shown(arg, extra, index in hidden)}) "
                   f"and as a keyword ({_shown(arg, raw[arg.name])})")
         if not positional:
             _fail(etype, None,
-                  f"takes arguments only as key=value, got {remaining[0]!r}")
+                  f"takes arguments only as key=value, got {extraShown}")
         _fail(etype, None,
               f"takes at most {len(positional)} positional argument"
               f"{'s' if len(positional) != 1 else ''} "
               f"({', '.join(arg.name for arg in positional)}), "
-              f"got an extra {remaining[0]!r}")
+              f"got an extra {extraShown}")
     values: dict[str, Any] = {}
     for arg in etype.args:
         if arg.name in raw:
             if arg.variadic:
-                values[arg.name] = tuple(_convert(etype, arg, t, parseNested) for t in raw[arg.name])
+                values[arg.name] = tuple(
+                    _convert(etype, arg, t, parseNested, hide)
+                    for t, hide in zip(raw[arg.name], fromPosition[arg.name], strict=True))
             else:
-                values[arg.name] = _convert(etype, arg, raw[arg.name], parseNested)
+                values[arg.name] = _convert(etype, arg, raw[arg.name], parseNested,
+                                            fromPosition.get(arg.name, False))
         elif arg.required:
             help = f" ({arg.help})" if arg.help else ""
             _fail(etype, None, f"missing required argument {arg.name!r}{help}")
@@ -313,10 +465,15 @@ class Parsed:
                 if isinstance(each, Parsed):
                     each._probe()
 
-    def description(self, masked: bool = False) -> str:
+    def description(self, masked: bool = False, brackets: bool = False) -> str:
         """
         The canonical text of this description: positional arguments first,
         the rest as keywords, every value quoted.
+
+        @param masked: secrets as C{***}.
+        @param brackets: IPv6 addresses in brackets rather than escaped
+            (endpointkit's parsers read both; Twisted's tokenizer reads only
+            escapes).
         """
         if self.type is None:
             return ":".join([self.prefix, unparse(self.rawArgs, self.rawKwargs)]
@@ -334,10 +491,16 @@ class Parsed:
                 parts.append(value.description(masked))
             elif arg.variadic:
                 parts.extend(quoteArgument(formatValue(arg, v, masked)) for v in value)
-            elif arg.positional and arg.required and inOrder:
-                parts.append(quoteArgument(formatValue(arg, value, masked)))
             else:
-                parts.append(f"{arg.name}={quoteArgument(formatValue(arg, value, masked))}")
+                text = formatValue(arg, value, masked)
+                if brackets and isinstance(arg.kind, Host) and ":" in text:
+                    text = f"[{text}]"
+                else:
+                    text = quoteArgument(text)
+                if arg.positional and arg.required and inOrder:
+                    parts.append(text)
+                else:
+                    parts.append(f"{arg.name}={text}")
         return ":".join(parts)
 
     def __str__(self) -> str:
@@ -351,10 +514,10 @@ def formatValue(arg: Arg, value: Any, masked: bool = False) -> str:
     """
     The text of one typed value, C{***} for a secret when C{masked}.
     """
-    if masked and arg.kind.secret and value is not None:
-        return SECRET_MASK
     if isinstance(value, Parsed):
         return value.description(masked)
+    if masked and value is not None:
+        return arg.kind.formatMasked(value)
     return arg.kind.format(value)
 
 

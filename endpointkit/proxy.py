@@ -39,7 +39,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from endpointkit._grammar import formatDuration
+from endpointkit._grammar import SECRET_MASK, formatDuration
 from endpointkit._handshake import (
     Event,
     ProxyError,
@@ -487,9 +487,12 @@ class HTTPConnectClientEndpoint(_ProxyClientEndpoint):
             proxyDescription=proxyDescription)
         if user is not None and ":" in user:
             raise ValueError("a Basic authentication user name cannot contain ':'")
+        problem = checkHeaders(user, headers)
+        if problem is not None:
+            raise ValueError(f"headers {problem}")
         self.user = user
         self._password = password
-        self.headers = tuple(headers)
+        self.headers = HeaderList(headers)
         self.maxReplyHeader = maxReplyHeader
 
     def _reprExtra(self) -> str:
@@ -504,37 +507,118 @@ class HTTPConnectClientEndpoint(_ProxyClientEndpoint):
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_AUTH_SCHEMES = frozenset({"basic", "bearer", "digest", "negotiate", "ntlm", "token"})
+
+
+def _maskHeaderValue(name: str, value: str) -> str:
+    """
+    The value of header C{name} as it is shown: a credential header's value
+    is C{***}, after its authentication scheme if it has one.
+    """
+    if name.lower() not in _CREDENTIAL_HEADERS or not value:
+        return value
+    scheme, space, _ = value.partition(" ")
+    if space and name.lower() != "cookie" and _TOKEN.fullmatch(scheme):
+        return f"{scheme} {SECRET_MASK}"
+    return SECRET_MASK
+
+
+def _maskHeaderItem(item: str) -> str:
+    """
+    One C{Name: value} item of a user's text, as an error message shows it,
+    well formed or not: after a credential header's name, or after an
+    authentication scheme that has lost its header name, C{***}.
+    """
+    cuts = [i for i in (item.find(":"), item.find("=")) if i >= 0]
+    if cuts:
+        cut = min(cuts)
+        head = item[:cut].split()
+        if len(head) == 1:
+            value = item[cut + 1 :].strip()
+            if head[0].lower() in _CREDENTIAL_HEADERS and value:
+                return f"{item[: cut + 1]} {_maskHeaderValue(head[0], value)}"
+            return item
+    # No separator, or spaces before it (where a credential may be).
+    words = item.split()
+    if len(words) > 1:
+        first = re.split("[:=]", words[0], maxsplit=1)[0]
+        if first.lower() in _CREDENTIAL_HEADERS or first.lower() in _AUTH_SCHEMES:
+            return f"{first} {SECRET_MASK}"
+    return item
+
+
+class HeaderList(tuple[tuple[str, str], ...]):
+    """
+    Request headers as C{(name, value)} pairs, whose C{repr} (and so
+    C{endpointkit check}) shows the values of C{Authorization},
+    C{Proxy-Authorization} and C{Cookie} as C{***}.
+    """
+
+    def __repr__(self) -> str:
+        return repr(tuple((name, _maskHeaderValue(name, value)) for name, value in self))
 
 
 class Headers(Kind):
     """
     Extra request headers: C{Name: value} (or C{Name=value}, which needs no
-    escaping) items separated by C{|}.
+    escaping) items separated by C{|}.  The values of C{Authorization},
+    C{Proxy-Authorization} and C{Cookie} are credentials: wherever a
+    description is shown they are C{***}.
     """
 
     name = "headers"
     expected = "headers like 'Name: value', separated by '|'"
 
-    def convert(self, text: str) -> tuple[tuple[str, str], ...]:
+    def convert(self, text: str) -> HeaderList:
         headers = []
         for item in text.split("|"):
             colon, equals = item.find(":"), item.find("=")
             cuts = [i for i in (colon, equals) if i >= 0]
             if not cuts:
-                raise Invalid(f"{self.expected}; {item!r} has no ':'")
+                raise Invalid(f"{self.expected}; {_maskHeaderItem(item)!r} has no ':'")
             cut = min(cuts)
             name, value = item[:cut].strip(), item[cut + 1 :].strip()
             if not _TOKEN.fullmatch(name):
-                raise Invalid(f"{self.expected}; {name!r} is not a header name")
+                masked = _maskHeaderItem(item)
+                shown = name if masked == item else masked
+                raise Invalid(f"{self.expected}; {shown!r} is not a header name")
             if name.lower() in _RESERVED_HEADERS:
                 raise Invalid(f"{self.expected}; {name} is set by the endpoint itself")
             if any(c in value for c in "\r\n\0"):
                 raise Invalid(f"{self.expected}; the value of {name} has a control character")
             headers.append((name, value))
-        return tuple(headers)
+        return HeaderList(headers)
 
     def format(self, value: Any) -> str:
         return "|".join(f"{name}: {text}" for name, text in value)
+
+    def formatMasked(self, value: Any) -> str:
+        return "|".join(f"{name}: {_maskHeaderValue(name, text)}" for name, text in value)
+
+    def maskText(self, text: str) -> str:
+        return "|".join(_maskHeaderItem(item) for item in text.split("|"))
+
+    def cutSecret(self, text: str) -> bool:
+        # "headers=Proxy-Authorization: Basic ..." with the colon unescaped
+        # leaves only the name here; the credential is the next value.
+        last = text.split("|")[-1]
+        return last.split(":")[0].split("=")[0].strip().lower() in _CREDENTIAL_HEADERS
+
+
+def checkHeaders(user: str | None, headers: Sequence[tuple[str, str]]) -> str | None:
+    """
+    Why C{headers} cannot be sent with Basic authentication as C{user}, if
+    they cannot: a C{Proxy-Authorization} header besides C{user}, or twice,
+    would send two credentials.
+    """
+    count = sum(1 for name, _ in headers if name.lower() == "proxy-authorization")
+    if count and user is not None:
+        return ("has a Proxy-Authorization header and 'user' is given too: two "
+                "credentials would be sent; give one of them")
+    if count > 1:
+        return "has more than one Proxy-Authorization header: two credentials would be sent"
+    return None
 
 
 _TARGET = (
@@ -574,6 +658,16 @@ def _socks4aValidate(values: Mapping[str, Any], given: frozenset[str]) -> None:
     if _addressType(values["host"]) == "ipv6":
         raise _types['socks4a'].error("host", "is an IPv6 address, which SOCKS4 cannot carry; "
                                 "use socks5", values["host"])
+
+
+_httpconnectCredentials = _checkCredentials(lambda: _types['httpconnect'], None, True)
+
+
+def _httpconnectValidate(values: Mapping[str, Any], given: frozenset[str]) -> None:
+    _httpconnectCredentials(values, given)
+    problem = checkHeaders(values.get("user"), values.get("headers") or ())
+    if problem is not None:
+        raise _types['httpconnect'].error("headers", problem)
 
 
 def _builder(factory: Callable[..., _ProxyClientEndpoint]) -> Callable[[Any, Parsed], Any]:
@@ -644,7 +738,7 @@ httpconnectType = EndpointType(
     ),
     help="TCP to a target through an HTTP proxy's CONNECT (RFC 9110), optional Basic auth",
     factory=_httpconnect,
-    validate=_checkCredentials(lambda: _types['httpconnect'], None, True),
+    validate=_httpconnectValidate,
     build=_builder(HTTPConnectClientEndpoint),
 )
 

@@ -13,6 +13,7 @@ from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+import endpointkit
 from endpointkit._builtin import builtinTypes
 from endpointkit._grammar import (
     DescriptionError,
@@ -339,6 +340,25 @@ class BuiltinTests(SynchronousTestCase):
         self.assertIsInstance(built, endpoints.TCP6ServerEndpoint)
         self.assertEqual(built._interface, "::1")
 
+    def test_trailingColonMeansNoArguments(self) -> None:
+        """
+        C{stdio:}, the form Twisted documents, is accepted (Twisted's own
+        parser ignores the empty value its tokenizer gives for the trailing
+        colon), through endpointkit's parser and through Twisted's; a real
+        value is still refused.
+        """
+        reactor = MemoryReactorClock()
+        for description in ("stdio:", "stdio"):
+            parsed = parseDescription(description, "server")
+            self.assertEqual((parsed.prefix, parsed.given), ("stdio", ()))
+            self.assertEqual(parsed.description(), "stdio")
+            self.assertIsInstance(parsed.build(reactor), endpoints.StandardIOEndpoint)
+        e = self.assertRaises(DescriptionError, parseDescription, "stdio:x", "server")
+        self.assertEqual(str(e), "stdio: takes arguments only as key=value, got 'x'")
+        self.assertRaises(DescriptionError, parseDescription, "stdio::", "server")
+        noArgs = EndpointType("noargs", "server", (), "nothing", factory=_record)
+        self.assertEqual(parseArguments(noArgs, [""], [], parseDescription).given, ())
+
     def test_buildErrorsAreClear(self) -> None:
         e = self.assertRaises(
             DescriptionError, parseDescription("ssl:443:privateKey=/nonexistent/key.pem",
@@ -382,7 +402,9 @@ class LayeringTests(SynchronousTestCase):
 
         import endpointkit
 
-        layer = {"_grammar": set(), "_kinds": {"_grammar"}, "_schema": {"_grammar", "_kinds"}}
+        layer = {"_grammar": set(), "_kinds": {"_grammar"},
+                 "_hints": {"_grammar", "_kinds", "_schema"},
+                 "_schema": {"_grammar", "_kinds", "_hints"}}
         folder = os.path.dirname(endpointkit.__file__)
         for module, allowed in layer.items():
             with open(os.path.join(folder, module + ".py")) as f:
@@ -397,6 +419,144 @@ class LayeringTests(SynchronousTestCase):
                     if name.startswith("endpointkit.")}
             self.assertEqual(ours - allowed, set(), module)
             self.assertNotIn("endpointkit", imported, module)
+
+
+class HintTests(SynchronousTestCase):
+    """
+    A nesting mistake (an unescaped nested description, an IPv6 literal
+    without brackets, a host:port where a description belongs) gets an
+    error that says what was probably meant and shows the corrected
+    description, which parses.
+    """
+
+    def parseBoth(self, description: str, side: str) -> list[DescriptionError]:
+        """
+        The errors of endpointkit's parse API and of Twisted's (whose
+        tokenizer hands endpointkit's plugins the values without their
+        order).
+        """
+        reactor = MemoryReactorClock()
+        ours = endpointkit.clientFromString if side == "client" else endpointkit.serverFromString
+        twisted = endpoints.clientFromString if side == "client" else endpoints.serverFromString
+        errors = []
+        for parse in (ours, twisted):
+            errors.append(self.assertRaises(DescriptionError, parse, reactor, description))
+        return errors
+
+    def assertCorrected(self, e: DescriptionError, side: Any, corrected: str) -> Parsed:
+        self.assertEqual(e.corrected, corrected)
+        self.assertTrue(str(e).endswith(" " + corrected), str(e))
+        return parseDescription(corrected, side)
+
+    def test_unescapedNestedDescription(self) -> None:
+        description = "timeout:5:endpoint=tcp:host:80"
+        direct = self.assertRaises(DescriptionError, parseDescription, description, "client")
+        for e in [*self.parseBoth(description, "client"), direct]:
+            self.assertIn("timeout: takes at most 1 positional argument (seconds), got an "
+                          "extra 'host'; the description given to 'endpoint' looks cut at "
+                          "its colons: escape them inside it as \\: "
+                          "(endpointkit.buildDescription does that)", str(e))
+            parsed = self.assertCorrected(e, "client", r"timeout:5:endpoint=tcp\:host\:80")
+            self.assertEqual(parsed.values["endpoint"].values["host"], "host")
+            # Twisted's parser reads the corrected text too.
+            self.assertIsNotNone(endpoints.clientFromString(MemoryReactorClock(), e.corrected))
+
+    def test_unbracketedIPv6(self) -> None:
+        e = self.assertRaises(DescriptionError, endpointkit.serverFromString,
+                              MemoryReactorClock(), "tcp6:8080:interface=::1")
+        self.assertIn("tcp6: argument 'interface' is given twice", str(e))
+        self.assertIn("an IPv6 address looks cut at its colons: write it in brackets "
+                      "([::1]) or escape them as \\:", str(e))
+        parsed = self.assertCorrected(e, "server", "tcp6:8080:interface=[::1]")
+        self.assertEqual((parsed.values["port"], parsed.values["interface"]), (8080, "::1"))
+        e = self.assertRaises(DescriptionError, parseDescription, "tcp:::1:80", "client")
+        self.assertCorrected(e, "client", "tcp:[::1]:80")
+
+    def test_unbracketedIPv6ThroughTwisted(self) -> None:
+        """
+        Through Twisted's parser (endpointkit's types only: Twisted parses
+        its own), the correction escapes rather than brackets, since
+        Twisted's tokenizer does not read brackets.
+        """
+        for e in self.parseBoth(r"socks5:::1:80:endpoint=tcp\:proxy\:1080", "client")[1:]:
+            parsed = self.assertCorrected(
+                e, "client", r"socks5:\:\:1:80:endpoint=tcp\:proxy\:1080")
+            self.assertEqual(parsed.values["host"], "::1")
+            endpoints.clientFromString(MemoryReactorClock(), e.corrected)
+
+    def test_hostPortForDescription(self) -> None:
+        for e in self.parseBoth("socks5:example.com:80:endpoint=proxy.example:1080", "client"):
+            self.assertIn("'endpoint' takes a description, which starts with its type", str(e))
+            self.assertCorrected(
+                e, "client", r"socks5:example.com:80:endpoint=tcp\:proxy.example\:1080")
+
+    def test_keywordsOfTheNestedDescription(self) -> None:
+        """
+        The nested description's own keywords, and the outer's after it,
+        each go where they parse.
+        """
+        for e in self.parseBoth("socks5:example.com:80:endpoint=tcp:proxy:1080:user=u",
+                                "client"):
+            parsed = self.assertCorrected(
+                e, "client", r"socks5:example.com:80:endpoint=tcp\:proxy\:1080:user=u")
+            self.assertEqual(parsed.values["user"], "u")
+        for e in self.parseBoth("limit:max=3:endpoint=tcp:8080:interface=127.0.0.1", "server"):
+            self.assertIn("limit: unknown argument 'interface'", str(e))
+            parsed = self.assertCorrected(
+                e, "server", r"limit:endpoint=tcp\:8080\:interface\=127.0.0.1:max=3")
+            self.assertEqual(parsed.values["endpoint"].values["interface"], "127.0.0.1")
+
+    def test_twiceNested(self) -> None:
+        """
+        Two levels of nesting, none escaped: the inner one is corrected too.
+        """
+        e = self.assertRaises(DescriptionError, parseDescription,
+                              "limit:max=3:endpoint=limit:max=4:endpoint=tcp:8080", "server")
+        self.assertIn("limit: argument 'max' is given twice", str(e))
+        parsed = self.assertCorrected(
+            e, "server", r"limit:endpoint=limit\:endpoint\=tcp\\\:8080\:max\=4:max=3")
+        self.assertEqual(parsed.values["endpoint"].values["max"], 4)
+        self.assertEqual(parsed.values["endpoint"].values["endpoint"].values["port"], 8080)
+        # Escaped once but not twice: the inner error's correction, then
+        # the whole description.
+        e = self.assertRaises(DescriptionError, parseDescription,
+                              r"timeout:5:endpoint=socks5\:h\:1\:endpoint\=tcp:p:1", "client")
+        self.assertCorrected(e, "client",
+                             r"timeout:5:endpoint=socks5\:h\:1\:endpoint\=tcp\\\:p\\\:1")
+
+    def test_secretsStayMasked(self) -> None:
+        description = r"httpconnect:h:1:endpoint=tcp\:p\:1:user=u:password=ab:cd"
+        for e in self.parseBoth(description, "client"):
+            self.assertIn("the value of 'password' looks cut at its colons", str(e))
+            self.assertCorrected(e, "client", r"httpconnect:h:1:endpoint=tcp\:p\:1:user=u:password=***")
+            self.assertNotIn("cd", str(e).replace("endpoint", ""))
+
+    def test_noHintWithoutACorrectionThatParses(self) -> None:
+        e = self.assertRaises(DescriptionError, parseDescription,
+                              "tcp:example.com:80:bindAddress=10.0.0.1:5000", "client")
+        self.assertEqual(str(e), "tcp: takes at most 2 positional arguments (host, port), "
+                         "got an extra '5000'")
+        self.assertIsNone(e.corrected)
+
+    def test_boundedWork(self) -> None:
+        """
+        A long run of values that cannot be mended costs a bounded number
+        of attempts.
+        """
+        from endpointkit import _hints
+
+        calls = []
+        original = _hints._candidates
+
+        def counted(*args: Any) -> Any:
+            for candidate in original(*args):
+                calls.append(candidate)
+                yield candidate
+
+        self.patch(_hints, "_candidates", counted)
+        description = "timeout:5:endpoint=" + ":".join(["x"] * 60)
+        self.assertRaises(DescriptionError, parseDescription, description, "client")
+        self.assertLessEqual(len(calls), _hints.ATTEMPTS + 1)
 
 
 class WarningTests(SynchronousTestCase):
