@@ -120,6 +120,27 @@ _MODULES = {
         "RelayMetrics",
         "serveMetrics",
     ),
+    "endpointkit.ssh": (
+        "SSHAuthenticationFailed",
+        "SSHChannelOpenFailed",
+        "SSHClientEndpoint",
+        "SSHCommandAddress",
+        "SSHCommandEndpoint",
+        "SSHCommandRefused",
+        "SSHConnectionLost",
+        "SSHError",
+        "SSHHandshakeTimeout",
+        "SSHHostKeyChanged",
+        "SSHHostKeyUnknown",
+        "SSHKeyError",
+        "closeSharedConnections",
+    ),
+    "endpointkit.process": (
+        "ExecClientEndpoint",
+        "ExecError",
+        "ExecNotFound",
+        "ProcessAddress",
+    ),
 }
 _API = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -299,6 +320,18 @@ if TYPE_CHECKING:
     from endpointkit.multi import (
         MultiServerEndpoint as MultiServerEndpoint,
     )
+    from endpointkit.process import (
+        ExecClientEndpoint as ExecClientEndpoint,
+    )
+    from endpointkit.process import (
+        ExecError as ExecError,
+    )
+    from endpointkit.process import (
+        ExecNotFound as ExecNotFound,
+    )
+    from endpointkit.process import (
+        ProcessAddress as ProcessAddress,
+    )
     from endpointkit.proxy import (
         HTTPConnectClientEndpoint as HTTPConnectClientEndpoint,
     )
@@ -313,6 +346,45 @@ if TYPE_CHECKING:
     )
     from endpointkit.reuseport import (
         ReusePortServerEndpoint as ReusePortServerEndpoint,
+    )
+    from endpointkit.ssh import (
+        SSHAuthenticationFailed as SSHAuthenticationFailed,
+    )
+    from endpointkit.ssh import (
+        SSHChannelOpenFailed as SSHChannelOpenFailed,
+    )
+    from endpointkit.ssh import (
+        SSHClientEndpoint as SSHClientEndpoint,
+    )
+    from endpointkit.ssh import (
+        SSHCommandAddress as SSHCommandAddress,
+    )
+    from endpointkit.ssh import (
+        SSHCommandEndpoint as SSHCommandEndpoint,
+    )
+    from endpointkit.ssh import (
+        SSHCommandRefused as SSHCommandRefused,
+    )
+    from endpointkit.ssh import (
+        SSHConnectionLost as SSHConnectionLost,
+    )
+    from endpointkit.ssh import (
+        SSHError as SSHError,
+    )
+    from endpointkit.ssh import (
+        SSHHandshakeTimeout as SSHHandshakeTimeout,
+    )
+    from endpointkit.ssh import (
+        SSHHostKeyChanged as SSHHostKeyChanged,
+    )
+    from endpointkit.ssh import (
+        SSHHostKeyUnknown as SSHHostKeyUnknown,
+    )
+    from endpointkit.ssh import (
+        SSHKeyError as SSHKeyError,
+    )
+    from endpointkit.ssh import (
+        closeSharedConnections as closeSharedConnections,
     )
 
 __all__ = sorted(_API)

@@ -421,7 +421,8 @@ class _UserAuth(userauth.SSHUserAuthClient):
         keyType: bytes = publicKey.sshType()
         if keyType != b"ssh-rsa":
             return keyType
-        offered = self.transport.peerExtensions.get(b"server-sig-algs", b"").split(b",")
+        transport: Any = self.transport
+        offered = transport.peerExtensions.get(b"server-sig-algs", b"").split(b",")
         for algorithm in (b"rsa-sha2-512", b"rsa-sha2-256"):
             if algorithm in offered:
                 return algorithm
@@ -436,10 +437,11 @@ class _UserAuth(userauth.SSHUserAuthClient):
         return True
 
     def ssh_USERAUTH_PK_OK_publickey(self, packet: bytes) -> None:
-        publicKey = self.lastPublicKey
+        publicKey: Any = self.lastPublicKey
+        transport: Any = self.transport
         algorithm = self._algorithm(publicKey)
         blob = publicKey.blob()
-        signed = (common.NS(self.transport.sessionID) + bytes((userauth.MSG_USERAUTH_REQUEST,))
+        signed = (common.NS(transport.sessionID) + bytes((userauth.MSG_USERAUTH_REQUEST,))
                   + common.NS(self.user) + common.NS(self.instance.name)
                   + common.NS(b"publickey") + b"\x01" + common.NS(algorithm) + common.NS(blob))
         current = self._current

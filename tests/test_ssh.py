@@ -11,13 +11,16 @@ import re
 import socket
 import subprocess
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone, ConnectionRefusedError, ProcessDone, \
-    ProcessTerminated
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionRefusedError,
+    ProcessDone,
+    ProcessTerminated,
+)
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -48,6 +51,7 @@ from tests._support import (
     startSSHServer,
 )
 
+_DONE = Failure(ConnectionDone())
 WAIT = 60.0
 _reactor: Any = reactor
 
@@ -88,7 +92,7 @@ class Collect(protocol.Protocol):
     def writeConnectionLost(self) -> None:
         pass
 
-    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = _DONE) -> None:
         # The exception, not the Failure: a Failure would errback.
         self.done.callback(reason.value)
 
@@ -370,7 +374,7 @@ class SharingTests(SSHTestsMixin, TestCase):
         clients = [Collect(f"client {i}".encode(), halfClose=True) for i in range(50)]
         await defer.gatherResults([self.connect(description, c) for c in clients])
         reasons = await within(defer.gatherResults([c.done for c in clients]))
-        for i, (client, reason) in enumerate(zip(clients, reasons)):
+        for i, (client, reason) in enumerate(zip(clients, reasons, strict=True)):
             self.assertEqual(bytes(client.received), f"client {i}".encode())
             self.assertIsInstance(reason, ConnectionDone)
         self.assertEqual(self.sessions(), 1)
@@ -496,7 +500,7 @@ class BulkTests(SSHTestsMixin, TestCase):
             def writeConnectionLost(self) -> None:
                 pass
 
-            def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
+            def connectionLost(self, reason: Failure = _DONE) -> None:
                 self.done.callback(reason.value)
 
         pump = Pump()
@@ -686,7 +690,7 @@ class AgentTests(SSHTestsMixin, TestCase):
         error = await self.assertFailure(
             self.connect(self.description("127.0.0.1", echo.port, identity=None, agent="no",
                                           share="no"), Collect()), SSHAuthenticationFailed)
-        self.assertNotIn("agent key", str(error))
+        self.assertIn("tried nothing", str(error))
 
 
 class PasswordTests(SSHTestsMixin, TestCase):
@@ -730,11 +734,10 @@ class DescriptionTests(TestCase):
             self.assertIn(expected, str(caught.exception))
 
     def test_lookupName(self) -> None:
+        inner = buildDescription("timeout", 5, endpoint="tcp:bastion:2222")
         endpoint: Any = endpointkit.clientFromString(
-            _reactor, "ssh:db:5432:endpoint=timeout\\:5\\:endpoint=tcp\\\\:bastion\\\\:2222")
+            _reactor, buildDescription("ssh", "db", 5432, endpoint=inner))
         self.assertEqual(endpoint.settings.hostKeyName, "[bastion]:2222")
         endpoint = endpointkit.clientFromString(_reactor, "ssh:db:5432:endpoint=tcp\\:bastion\\:22")
         self.assertEqual(endpoint.settings.hostKeyName, "bastion")
 
-
-_unused: tuple[Callable[..., Any], ...] = ()
