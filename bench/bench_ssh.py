@@ -152,7 +152,7 @@ class Ping(Protocol):
 def bulk(description: str, size: int) -> Any:
     sink = Sink(size)
     started = time.perf_counter()
-    yield connectProtocol(clientFromString(_reactor, description), sink)
+    yield connectProtocol(clientFromString(_reactor, description), sink)  # type: ignore[no-untyped-call]
     count = yield sink.done
     elapsed = time.perf_counter() - started
     if count != size:
@@ -164,7 +164,7 @@ def bulk(description: str, size: int) -> Any:
 def ping(description: str) -> Any:
     client = Ping()
     started = time.perf_counter()
-    yield connectProtocol(clientFromString(_reactor, description), client)
+    yield connectProtocol(clientFromString(_reactor, description), client)  # type: ignore[no-untyped-call]
     yield client.done
     return time.perf_counter() - started
 
