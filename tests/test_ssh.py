@@ -46,6 +46,7 @@ from tests._support import (
     SSHServer,
     freePort,
     requirePeer,
+    shortTempDir,
     sshKeygen,
     startMicrosocks,
     startPeer,
@@ -672,7 +673,8 @@ class AgentTests(SSHTestsMixin, TestCase):
         self.setUpSSH(self)
         echo = EchoServer(self)
         agent = requirePeer("ssh-agent", "openssh-client")
-        sock = os.path.join(self.directory, "agent.sock")
+        # A short path: a UNIX socket path has a 107-byte limit.
+        sock = os.path.join(shortTempDir(self), "agent.sock")
         startPeer(self, [agent, "-D", "-a", sock])
         for _ in range(100):
             if os.path.exists(sock):
