@@ -1447,7 +1447,7 @@ class SSHCommandEndpoint(_SSHEndpoint):
 # Descriptions.
 
 
-class _Identities(Kind):
+class Identities(Kind):
     name = "paths"
     expected = "private key files separated by '|'"
 
@@ -1461,7 +1461,7 @@ class _Identities(Kind):
         return "|".join(value)
 
 
-class _Fingerprint(Kind):
+class Fingerprint(Kind):
     name = "fingerprint"
     expected = "a host key fingerprint SHA256:<base64>, its colon escaped as SHA256\\:"
 
@@ -1535,14 +1535,14 @@ _COMMON = (
     Arg("endpoint", Nested("client"), help="the client description that reaches the SSH "
         "server, escaped"),
     Arg("user", String(), None, help="user name on the SSH server (default: the current user)"),
-    Arg("identity", _Identities(), (), help="private key files, '|'-separated (default: the "
+    Arg("identity", Identities(), (), help="private key files, '|'-separated (default: the "
         "~/.ssh/id_ed25519, id_ecdsa, id_rsa that exist)"),
     Arg("passphrase", Secret(), None, help="passphrase of the encrypted identity files"),
     Arg("agent", Bool(), True, help="also try the keys of the SSH agent at SSH_AUTH_SOCK"),
     Arg("password", Secret(nonEmpty=False), None, help="password for password authentication"),
     Arg("knownHosts", Path(), DEFAULT_KNOWN_HOSTS, help="known_hosts file the host key is "
         "verified against"),
-    Arg("hostKey", _Fingerprint(), None, help="the server's pinned host key fingerprint, "
+    Arg("hostKey", Fingerprint(), None, help="the server's pinned host key fingerprint, "
         "SHA256\\:... (instead of knownHosts)"),
     Arg("hostKeyAlias", String(), None, help="name the host key is looked up by, instead of "
         "the nested description's [host]:port"),
