@@ -85,11 +85,28 @@ if TYPE_CHECKING:
     from endpointkit.metrics import serveMetrics as serveMetrics
     from endpointkit.multi import MultiListenError as MultiListenError
     from endpointkit.multi import MultiServerEndpoint as MultiServerEndpoint
+    from endpointkit.process import ExecClientEndpoint as ExecClientEndpoint
+    from endpointkit.process import ExecError as ExecError
+    from endpointkit.process import ExecNotFound as ExecNotFound
+    from endpointkit.process import ProcessAddress as ProcessAddress
     from endpointkit.proxy import HTTPConnectClientEndpoint as HTTPConnectClientEndpoint
     from endpointkit.proxy import SOCKS4aClientEndpoint as SOCKS4aClientEndpoint
     from endpointkit.proxy import SOCKS5ClientEndpoint as SOCKS5ClientEndpoint
     from endpointkit.proxy import TunnelTransport as TunnelTransport
     from endpointkit.reuseport import ReusePortServerEndpoint as ReusePortServerEndpoint
+    from endpointkit.ssh import SSHAuthenticationFailed as SSHAuthenticationFailed
+    from endpointkit.ssh import SSHChannelOpenFailed as SSHChannelOpenFailed
+    from endpointkit.ssh import SSHClientEndpoint as SSHClientEndpoint
+    from endpointkit.ssh import SSHCommandAddress as SSHCommandAddress
+    from endpointkit.ssh import SSHCommandEndpoint as SSHCommandEndpoint
+    from endpointkit.ssh import SSHCommandRefused as SSHCommandRefused
+    from endpointkit.ssh import SSHConnectionLost as SSHConnectionLost
+    from endpointkit.ssh import SSHError as SSHError
+    from endpointkit.ssh import SSHHandshakeTimeout as SSHHandshakeTimeout
+    from endpointkit.ssh import SSHHostKeyChanged as SSHHostKeyChanged
+    from endpointkit.ssh import SSHHostKeyUnknown as SSHHostKeyUnknown
+    from endpointkit.ssh import SSHKeyError as SSHKeyError
+    from endpointkit.ssh import closeSharedConnections as closeSharedConnections
 
 
 _API: dict[str, str] | None = None

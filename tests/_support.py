@@ -219,3 +219,91 @@ def shortTempDir(test: TestCase) -> str:
     directory = tempfile.mkdtemp(prefix="ek-", dir="/tmp")
     test.addCleanup(shutil.rmtree, directory, ignore_errors=True)
     return directory
+
+
+class SSHServer:
+    """
+    A real OpenSSH server on loopback (see L{startSSHServer}).
+
+    @ivar directory: where its keys, configuration and log are.
+    @ivar port: the port it listens on.
+    @ivar hostKey: the path of its private host key (C{.pub} beside it).
+    @ivar log: the path of its log (C{LogLevel VERBOSE}).
+    """
+
+    def __init__(self, directory: str, port: int, hostKey: str, log: str,
+                 process: subprocess.Popen[bytes]) -> None:
+        self.directory = directory
+        self.port = port
+        self.hostKey = hostKey
+        self.log = log
+        self.process = process
+
+    def logText(self) -> str:
+        with open(self.log, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def keyscan(self) -> str:
+        """
+        The known_hosts lines C{ssh-keyscan} reads from this server.
+        """
+        program = requirePeer("ssh-keyscan", "openssh-client")
+        result = subprocess.run([program, "-p", str(self.port), "127.0.0.1"],
+                                capture_output=True, timeout=30, check=True)
+        return result.stdout.decode("ascii")
+
+
+def sshKeygen(path: str, kind: str = "ed25519", passphrase: str = "") -> str:
+    """
+    A new key pair made by C{ssh-keygen} at C{path} (and C{path.pub}).
+    """
+    program = requirePeer("ssh-keygen", "openssh-client")
+    argv = [program, "-q", "-t", kind, "-N", passphrase, "-f", path]
+    if kind == "rsa":
+        argv[4:4] = ["-b", "2048"]
+    subprocess.run(argv, check=True, timeout=60, stdin=subprocess.DEVNULL)
+    return path
+
+
+def startSSHServer(test: TestCase, authorizedKeys: Sequence[str] = (),
+                   lines: Sequence[str] = (), hostKeyKind: str = "ed25519",
+                   hostKey: str | None = None) -> SSHServer:
+    """
+    A real OpenSSH C{sshd} on loopback for the length of C{test}, with a
+    fresh host key (or C{hostKey}), accepting the public keys
+    C{authorizedKeys} (paths of C{.pub} files), with C{lines} added to its
+    configuration.
+    """
+    program = requirePeer("sshd", "openssh-server")
+    os.makedirs("/run/sshd", exist_ok=True)
+    directory = os.path.abspath(test.mktemp())
+    os.makedirs(directory)
+    if hostKey is None:
+        hostKey = sshKeygen(os.path.join(directory, "host_key"), hostKeyKind)
+    authorized = os.path.join(directory, "authorized_keys")
+    with open(authorized, "w") as f:
+        for path in authorizedKeys:
+            with open(path) as key:
+                f.write(key.read())
+    log = os.path.join(directory, "sshd.log")
+    open(log, "w").close()
+    for attempt in range(5):
+        port = freePort()
+        config = os.path.join(directory, "sshd_config")
+        with open(config, "w") as f:
+            f.write(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {hostKey}\n"
+                    f"AuthorizedKeysFile {authorized}\nUsePAM no\nStrictModes no\n"
+                    "PidFile none\nLogLevel VERBOSE\nMaxStartups 100:30:200\n"
+                    "MaxSessions 200\n"
+                    + "".join(line + "\n" for line in lines)
+                    + ("" if any(line.startswith("PasswordAuthentication") for line in lines)
+                       else "PasswordAuthentication no\n"))
+        process = startPeer(test, [program, "-D", "-f", config, "-E", log])
+        try:
+            waitForPort(port, process=process)
+        except AssertionError:
+            if attempt == 4:
+                raise
+            continue
+        return SSHServer(directory, port, hostKey, log, process)
+    raise AssertionError("unreachable")

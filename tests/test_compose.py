@@ -41,6 +41,10 @@ CLIENT_INNER = [
     "httpconnect:example.com:443:endpoint=tcp\\:127.0.0.1\\:3128",
     "fallback:tcp\\:127.0.0.1\\:80:unix\\:/tmp/app.sock",
     "race:tcp\\:127.0.0.1\\:80:memory\\:compose:delay=0.1",
+    "ssh:db.internal:5432:endpoint=tcp\\:127.0.0.1\\:22:hostKey=SHA256\\:"
+    + "A" * 43,
+    "sshexec:cat:endpoint=tcp\\:127.0.0.1\\:22:hostKeyAlias=bastion",
+    "exec:cat",
 ]
 
 CLIENT_WRAPPERS = {
@@ -52,6 +56,12 @@ CLIENT_WRAPPERS = {
                                                   endpoint=inner),
     "fallback": lambda inner: buildDescription("fallback", inner, "tcp:127.0.0.1:81"),
     "race": lambda inner: buildDescription("race", "tcp:127.0.0.1:81", inner),
+    # An inner description without a host (unix:, memory:, exec:) names
+    # the host key by hostKeyAlias.
+    "ssh": lambda inner: buildDescription("ssh", "example.com", 443, endpoint=inner,
+                                          hostKeyAlias="bastion"),
+    "sshexec": lambda inner: buildDescription("sshexec", "cat", endpoint=inner,
+                                              hostKeyAlias="bastion"),
 }
 
 SERVER_INNER = [

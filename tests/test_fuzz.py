@@ -6,6 +6,7 @@ and build, then text, then parse gives back the same typed values.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -34,7 +35,9 @@ from endpointkit._kinds import (
 )
 from endpointkit._lookup import ourTypes, parseDescription
 from endpointkit._schema import EndpointType, Parsed
+from endpointkit.process import CommandLine, Environment
 from endpointkit.proxy import Headers
+from endpointkit.ssh import Fingerprint, Identities
 
 
 def declaredTypes() -> list[EndpointType]:
@@ -149,6 +152,18 @@ def valuesFor(kind: Kind) -> st.SearchStrategy[Any] | None:
         value = st.text(st.characters(whitelist_categories=("L", "N", "P", "Zs"),
                                       blacklist_characters="|"), max_size=15).map(str.strip)
         return st.lists(st.tuples(name, value), min_size=1, max_size=3).map(tuple)
+    if isinstance(kind, Identities):
+        return st.lists(TEXT.filter(lambda t: "|" not in t), min_size=1, max_size=3).map(tuple)
+    if isinstance(kind, Fingerprint):
+        return st.binary(min_size=32, max_size=32).map(
+            lambda b: "SHA256:" + base64.b64encode(b).decode().rstrip("="))
+    if isinstance(kind, CommandLine):
+        return st.lists(TEXT, min_size=1, max_size=4).map(tuple)
+    if isinstance(kind, Environment):
+        names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True)
+        return st.dictionaries(names, st.text(st.characters(
+            blacklist_categories=("Cs",), blacklist_characters="\x00|"), max_size=10),
+            min_size=1, max_size=3)
     if isinstance(kind, Path | String):
         return TEXT if getattr(kind, "nonEmpty", True) else st.text(max_size=20)
     return None

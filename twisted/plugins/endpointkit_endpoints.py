@@ -18,3 +18,6 @@ reuseportServerParser = ServerParser("reuseport", "endpointkit.reuseport:reusepo
 adoptServerParser = ServerParser("adopt", "endpointkit.adopt:adoptType")
 multiServerParser = ServerParser("multi", "endpointkit.multi:multiType")
 limitServerParser = ServerParser("limit", "endpointkit.limit:limitType")
+sshClientParser = ClientParser("ssh", "endpointkit.ssh:sshType")
+sshexecClientParser = ClientParser("sshexec", "endpointkit.ssh:sshexecType")
+execClientParser = ClientParser("exec", "endpointkit.process:execType")
