@@ -120,6 +120,23 @@ _MODULES = {
         "RelayMetrics",
         "serveMetrics",
     ),
+    "endpointkit.tlswrap": (
+        "CertificateHostnameMismatch",
+        "CertificateNotTrusted",
+        "PinMismatch",
+        "ReloadResult",
+        "ServerCertificates",
+        "TLSFileError",
+        "TLSHandshakeError",
+        "TLSHandshakeTimeout",
+        "TLSVersionRefused",
+        "TLSWrapClientEndpoint",
+        "TLSWrapPort",
+        "TLSWrapServerEndpoint",
+        "reloadCertificates",
+        "spkiPin",
+        "targetHost",
+    ),
 }
 _API = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -313,6 +330,51 @@ if TYPE_CHECKING:
     )
     from endpointkit.reuseport import (
         ReusePortServerEndpoint as ReusePortServerEndpoint,
+    )
+    from endpointkit.tlswrap import (
+        CertificateHostnameMismatch as CertificateHostnameMismatch,
+    )
+    from endpointkit.tlswrap import (
+        CertificateNotTrusted as CertificateNotTrusted,
+    )
+    from endpointkit.tlswrap import (
+        PinMismatch as PinMismatch,
+    )
+    from endpointkit.tlswrap import (
+        ReloadResult as ReloadResult,
+    )
+    from endpointkit.tlswrap import (
+        ServerCertificates as ServerCertificates,
+    )
+    from endpointkit.tlswrap import (
+        TLSFileError as TLSFileError,
+    )
+    from endpointkit.tlswrap import (
+        TLSHandshakeError as TLSHandshakeError,
+    )
+    from endpointkit.tlswrap import (
+        TLSHandshakeTimeout as TLSHandshakeTimeout,
+    )
+    from endpointkit.tlswrap import (
+        TLSVersionRefused as TLSVersionRefused,
+    )
+    from endpointkit.tlswrap import (
+        TLSWrapClientEndpoint as TLSWrapClientEndpoint,
+    )
+    from endpointkit.tlswrap import (
+        TLSWrapPort as TLSWrapPort,
+    )
+    from endpointkit.tlswrap import (
+        TLSWrapServerEndpoint as TLSWrapServerEndpoint,
+    )
+    from endpointkit.tlswrap import (
+        reloadCertificates as reloadCertificates,
+    )
+    from endpointkit.tlswrap import (
+        spkiPin as spkiPin,
+    )
+    from endpointkit.tlswrap import (
+        targetHost as targetHost,
     )
 
 __all__ = sorted(_API)

@@ -18,3 +18,5 @@ reuseportServerParser = ServerParser("reuseport", "endpointkit.reuseport:reusepo
 adoptServerParser = ServerParser("adopt", "endpointkit.adopt:adoptType")
 multiServerParser = ServerParser("multi", "endpointkit.multi:multiType")
 limitServerParser = ServerParser("limit", "endpointkit.limit:limitType")
+tlswrapClientParser = ClientParser("tlswrap", "endpointkit.tlswrap:tlswrapClientType")
+tlswrapServerParser = ServerParser("tlswrap", "endpointkit.tlswrap:tlswrapServerType")
