@@ -843,7 +843,7 @@ class ServerCertificates:
         """
         warnings = [w for w in (_checkValidity(i) for i in self._identities) if w]
         for warning in warnings:
-            _log.warn("{warning}", warning=warning)
+            _log.warn("{problem}", problem=warning)
         return warnings
 
     # Reloading.
