@@ -6,6 +6,7 @@ and build, then text, then parse gives back the same typed values.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -35,6 +36,7 @@ from endpointkit._kinds import (
 from endpointkit._lookup import ourTypes, parseDescription
 from endpointkit._schema import EndpointType, Parsed
 from endpointkit.proxy import Headers
+from endpointkit.tlswrap import ALPN_PROTOCOLS, _Pins, _Protocols
 
 
 def declaredTypes() -> list[EndpointType]:
@@ -149,6 +151,13 @@ def valuesFor(kind: Kind) -> st.SearchStrategy[Any] | None:
         value = st.text(st.characters(whitelist_categories=("L", "N", "P", "Zs"),
                                       blacklist_characters="|"), max_size=15).map(str.strip)
         return st.lists(st.tuples(name, value), min_size=1, max_size=3).map(tuple)
+    if isinstance(kind, _Protocols):
+        return st.lists(st.sampled_from(ALPN_PROTOCOLS), min_size=1, max_size=3,
+                        unique=True).map(tuple)
+    if isinstance(kind, _Pins):
+        pin = st.binary(min_size=32, max_size=32).map(
+            lambda digest: "sha256/" + base64.b64encode(digest).decode())
+        return st.lists(pin, min_size=1, max_size=3).map(tuple)
     if isinstance(kind, Path | String):
         return TEXT if getattr(kind, "nonEmpty", True) else st.text(max_size=20)
     return None
