@@ -107,6 +107,21 @@ if TYPE_CHECKING:
     from endpointkit.ssh import SSHHostKeyUnknown as SSHHostKeyUnknown
     from endpointkit.ssh import SSHKeyError as SSHKeyError
     from endpointkit.ssh import closeSharedConnections as closeSharedConnections
+    from endpointkit.tlswrap import CertificateHostnameMismatch as CertificateHostnameMismatch
+    from endpointkit.tlswrap import CertificateNotTrusted as CertificateNotTrusted
+    from endpointkit.tlswrap import PinMismatch as PinMismatch
+    from endpointkit.tlswrap import ReloadResult as ReloadResult
+    from endpointkit.tlswrap import ServerCertificates as ServerCertificates
+    from endpointkit.tlswrap import TLSFileError as TLSFileError
+    from endpointkit.tlswrap import TLSHandshakeError as TLSHandshakeError
+    from endpointkit.tlswrap import TLSHandshakeTimeout as TLSHandshakeTimeout
+    from endpointkit.tlswrap import TLSVersionRefused as TLSVersionRefused
+    from endpointkit.tlswrap import TLSWrapClientEndpoint as TLSWrapClientEndpoint
+    from endpointkit.tlswrap import TLSWrapPort as TLSWrapPort
+    from endpointkit.tlswrap import TLSWrapServerEndpoint as TLSWrapServerEndpoint
+    from endpointkit.tlswrap import reloadCertificates as reloadCertificates
+    from endpointkit.tlswrap import spkiPin as spkiPin
+    from endpointkit.tlswrap import targetHost as targetHost
 
 
 _API: dict[str, str] | None = None

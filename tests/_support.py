@@ -307,3 +307,96 @@ def startSSHServer(test: TestCase, authorizedKeys: Sequence[str] = (),
             continue
         return SSHServer(directory, port, hostKey, log, process)
     raise AssertionError("unreachable")
+
+class TestCA:
+    """
+    A certificate authority made for one test run: it signs server and
+    client certificates (EC P-256 keys, SHA-256).
+
+    @ivar certificatePEM: the CA's certificate.
+    """
+
+    def __init__(self, name: str = "endpointkit test CA") -> None:
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self._certificate = (
+            x509.CertificateBuilder()
+            .subject_name(self._name)
+            .issuer_name(self._name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
+                                         False, False), critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
+
+    @property
+    def certificatePEM(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
+        return self._certificate.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, name: str, dns: Sequence[str] = (), addresses: Sequence[str] = (),
+              client: bool = False, validFrom: float = -1.0,
+              validTo: float = 2.0) -> tuple[bytes, bytes]:
+        """
+        A certificate signed by this CA for C{name} (its common name, and a
+        DNS subjectAltName with C{dns} unless C{client}), valid from
+        C{validFrom} to C{validTo} days from now: C{(certificate PEM, key
+        PEM)}.
+        """
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        names: list[x509.GeneralName] = [x509.DNSName(n) for n in (dns or ([] if client else [name]))]
+        names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(self._name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now + datetime.timedelta(days=validFrom))
+            .not_valid_after(now + datetime.timedelta(days=validTo))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]),
+                critical=False)
+        )
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        certificate = builder.sign(self._key, hashes.SHA256())
+        return (
+            certificate.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()),
+        )
+
+
+def writeFile(path: str, data: bytes) -> str:
+    """
+    Write C{data} to C{path} (replacing it at once, by rename); its path.
+    """
+    temporary = f"{path}.tmp{os.getpid()}"
+    with open(temporary, "wb") as f:
+        f.write(data)
+    os.replace(temporary, path)
+    return path

@@ -62,6 +62,7 @@ CLIENT_WRAPPERS = {
                                           hostKeyAlias="bastion"),
     "sshexec": lambda inner: buildDescription("sshexec", "cat", endpoint=inner,
                                               hostKeyAlias="bastion"),
+    "tlswrap": lambda inner: buildDescription("tlswrap", hostname="example.com", endpoint=inner),
 }
 
 SERVER_INNER = [
@@ -112,6 +113,28 @@ class BuildMatrixTests(SynchronousTestCase):
                 for parse in (endpointkit.serverFromString, endpoints.serverFromString):
                     built = parse(reactor, description)
                     self.assertTrue(IStreamServerEndpoint.providedBy(built), (name, inner))
+
+
+class TLSWrapBuildTests(SynchronousTestCase):
+    """
+    C{tlswrap:} (its server side needs a certificate file) around every
+    listenable type, and inside every server wrapper.
+    """
+
+    def test_aroundAndInside(self) -> None:
+        from tests._support import selfSignedCertificate
+
+        certificate, key = selfSignedCertificate("localhost")
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(certificate + key)
+        reactor = MemoryReactorClock()
+        for inner in SERVER_INNER:
+            tls = buildDescription("tlswrap", cert=path, endpoint=inner)
+            for description in [tls] + [wrap(tls) for wrap in SERVER_WRAPPERS.values()]:
+                for parse in (endpointkit.serverFromString, endpoints.serverFromString):
+                    built = parse(reactor, description)
+                    self.assertTrue(IStreamServerEndpoint.providedBy(built), description)
 
 
 class Echo(protocol.Protocol):
@@ -183,6 +206,39 @@ class ServeMatrixTests(TestCase):
     def test_multiAroundEach(self) -> Any:
         for inner in self.inners():
             yield self.exchangeThrough(buildDescription("multi", inner, "memory:compose-second"))
+
+    @defer.inlineCallbacks
+    def test_tlswrapAroundEach(self) -> Any:
+        """
+        C{tlswrap:} around each listenable type, and C{limit:} around it:
+        the port's own client descriptions (trusting the test CA) connect.
+        """
+        from tests._support import TestCA
+
+        ca = TestCA()
+        certificate, key = ca.issue("localhost", addresses=["127.0.0.1", "::1"])
+        cert = os.path.join(self.directory, "tls.pem")
+        roots = os.path.join(self.directory, "ca.pem")
+        for path, data in ((cert, certificate + key), (roots, ca.certificatePEM)):
+            with open(path, "wb") as f:
+                f.write(data)
+            self.addCleanup(os.remove, path)
+        for inner in self.inners():
+            tls = buildDescription("tlswrap", cert=cert, endpoint=inner)
+            for description in (tls, buildDescription("limit", endpoint=tls, max=5)):
+                port = yield listen(description, protocol.Factory.forProtocol(Echo))
+                try:
+                    tlsPort = port.wrappedPort
+                    while not hasattr(tlsPort, "clientDescriptions"):
+                        tlsPort = tlsPort.wrappedPort
+                    for target in tlsPort.clientDescriptions(trustRoots=roots):
+                        client = Exchange()
+                        yield endpoints.connectProtocol(
+                            endpointkit.clientFromString(reactor, target), client)
+                        received = yield client.done.addTimeout(10, reactor)
+                        self.assertEqual(received, b"ping", (description, target))
+                finally:
+                    yield stopListening(port)
 
     @defer.inlineCallbacks
     def test_limitAroundMultiAroundLimit(self) -> Any:

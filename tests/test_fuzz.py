@@ -38,6 +38,7 @@ from endpointkit._schema import EndpointType, Parsed
 from endpointkit.process import CommandLine, Environment
 from endpointkit.proxy import Headers
 from endpointkit.ssh import Fingerprint, Identities
+from endpointkit.tlswrap import ALPN_PROTOCOLS, _Pins, _Protocols
 
 
 def declaredTypes() -> list[EndpointType]:
@@ -164,6 +165,13 @@ def valuesFor(kind: Kind) -> st.SearchStrategy[Any] | None:
         return st.dictionaries(names, st.text(st.characters(
             blacklist_categories=("Cs",), blacklist_characters="\x00|"), max_size=10),
             min_size=1, max_size=3)
+    if isinstance(kind, _Protocols):
+        return st.lists(st.sampled_from(ALPN_PROTOCOLS), min_size=1, max_size=3,
+                        unique=True).map(tuple)
+    if isinstance(kind, _Pins):
+        pin = st.binary(min_size=32, max_size=32).map(
+            lambda digest: "sha256/" + base64.b64encode(digest).decode())
+        return st.lists(pin, min_size=1, max_size=3).map(tuple)
     if isinstance(kind, Path | String):
         return TEXT if getattr(kind, "nonEmpty", True) else st.text(max_size=20)
     return None
