@@ -18,3 +18,5 @@ reuseportServerParser = ServerParser("reuseport", "endpointkit.reuseport:reusepo
 adoptServerParser = ServerParser("adopt", "endpointkit.adopt:adoptType")
 multiServerParser = ServerParser("multi", "endpointkit.multi:multiType")
 limitServerParser = ServerParser("limit", "endpointkit.limit:limitType")
+proxyprotocolServerParser = ServerParser("proxyprotocol", "endpointkit.proxyprotocol:proxyprotocolServerType")
+proxyprotocolClientParser = ClientParser("proxyprotocol", "endpointkit.proxyprotocol:proxyprotocolClientType")
