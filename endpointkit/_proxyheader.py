@@ -30,6 +30,7 @@ import ipaddress
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from socket import AF_INET, inet_ntop
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
@@ -377,8 +378,8 @@ def _parseV2(header: bytes) -> ProxyHeader:
     destination: Address
     if family == 1:
         s, d, sp, dp = _INET.unpack_from(body)
-        source = IPv4Address("TCP", str(ipaddress.IPv4Address(s)), sp)
-        destination = IPv4Address("TCP", str(ipaddress.IPv4Address(d)), dp)
+        source = IPv4Address("TCP", inet_ntop(AF_INET, s), sp)
+        destination = IPv4Address("TCP", inet_ntop(AF_INET, d), dp)
     elif family == 2:
         s, d, sp, dp = _INET6.unpack_from(body)
         source = IPv6Address("TCP", str(ipaddress.IPv6Address(s)), sp)

@@ -75,7 +75,7 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
@@ -96,10 +96,10 @@ from zope.interface import (
     Attribute,
     Interface,
     alsoProvides,
-    directlyProvides,
     implementer,
     providedBy,
 )
+from zope.interface.declarations import Provides
 
 from endpointkit._grammar import buildDescription
 from endpointkit._kinds import Bool, Choice, Int, Invalid, Kind, Nested, Seconds
@@ -312,6 +312,7 @@ class Trust:
     networks: tuple[Network, ...] = ()
     unix: bool = False
     everyone: bool = False
+    _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def trusts(self, address: IAddress | None) -> bool:
         """
@@ -324,6 +325,17 @@ class Trust:
         host = getattr(address, "host", None)
         if not isinstance(host, str):
             return False
+        # The per-connection check is a dict look-up (bounded: cleared
+        # when full).
+        cache = self._known
+        known = cache.get(host)
+        if known is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            known = cache[host] = self._trustsHost(host)
+        return known
+
+    def _trustsHost(self, host: str) -> bool:
         try:
             ip = ipaddress.ip_address(host.partition("%")[0])
         except ValueError:
@@ -338,6 +350,25 @@ class Trust:
         shown = [str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n)
                  for n in self.networks]
         return "|".join(shown + (["unix"] if self.unix else []))
+
+
+_SPECS: dict[tuple[Any, ...], Any] = {}
+
+
+def _provide(protocol: Any, transportSpec: Any, *extra: Any) -> None:
+    """
+    Make C{protocol} provide what its transport provides, plus C{extra}:
+    what C{directlyProvides} does, with the declaration cached by
+    transport type (building one per connection costs more than the rest of
+    the wrapper).
+    """
+    key = (type(protocol), transportSpec, *extra)
+    spec = _SPECS.get(key)
+    if spec is None:
+        if len(_SPECS) >= 256:
+            _SPECS.clear()
+        spec = _SPECS[key] = Provides(type(protocol), transportSpec, *extra)
+    protocol.__provides__ = spec
 
 
 class _Trusted(Kind):
@@ -457,7 +488,7 @@ class ProxyHeaderProtocol(PassThroughProtocol):
         self.wrappedProtocol = None
         self.proxyHeader: ProxyHeader | None = None
         self.realPeer: IAddress | None = None
-        self.realHost: IAddress | None = None
+        self._realHost: IAddress | None = None
         self._peer: IAddress | None = None
         self._host: IAddress | None = None
         self._parser: HeaderParser | None = None
@@ -471,15 +502,14 @@ class ProxyHeaderProtocol(PassThroughProtocol):
         return f"{type(inner).__name__} (PROXY)"
 
     def makeConnection(self, transport: Any) -> None:
-        directlyProvides(self, providedBy(transport))
-        alsoProvides(self, IProxyHeaderTransport)
+        self._transportSpec = providedBy(transport)
+        _provide(self, self._transportSpec, IProxyHeaderTransport)
         Protocol.makeConnection(self, transport)  # type: ignore[no-untyped-call]
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
         factory = self.factory
         self.realPeer = self._peer = transport.getPeer()
-        self.realHost = self._host = transport.getHost()
         if not factory.trust.trusts(self.realPeer):
             if factory.direct:
                 self._serve(None, b"")
@@ -549,6 +579,8 @@ class ProxyHeaderProtocol(PassThroughProtocol):
         if header is not None and not header.local:
             self._peer = header.source
             self._host = header.destination
+            if self._realHost is None:
+                self._realHost = self.transport.getHost()  # type: ignore[union-attr]
         inner = self.factory.wrappedFactory.buildProtocol(self._peer)
         if inner is None:
             self._close()
@@ -556,7 +588,7 @@ class ProxyHeaderProtocol(PassThroughProtocol):
         self.wrappedProtocol = inner
         relayed = [i for i in _RELAYED if i.providedBy(inner)]
         if relayed:
-            alsoProvides(self, *relayed)
+            _provide(self, self._transportSpec, IProxyHeaderTransport, *relayed)
         inner.makeConnection(self)
         if rest and self.wrappedProtocol is not None and not self._closed:
             inner.dataReceived(rest)
@@ -566,8 +598,18 @@ class ProxyHeaderProtocol(PassThroughProtocol):
         return self._peer
 
     def getHost(self) -> IAddress:
-        assert self._host is not None
+        if self._host is None:
+            self._host = self.realHost
         return self._host
+
+    @property
+    def realHost(self) -> IAddress:
+        """
+        The local address the balancer (or a direct peer) connected to.
+        """
+        if self._realHost is None:
+            self._realHost = self.transport.getHost()  # type: ignore[union-attr]
+        return self._realHost
 
     def readConnectionLost(self) -> None:
         if self.wrappedProtocol is not None:
