@@ -6,11 +6,13 @@ and build, then text, then parse gives back the same typed values.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from twisted.internet import endpoints
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -35,6 +37,7 @@ from endpointkit._kinds import (
 from endpointkit._lookup import ourTypes, parseDescription
 from endpointkit._schema import EndpointType, Parsed
 from endpointkit.proxy import Headers
+from endpointkit.proxyprotocol import Trust, _AddressPort, _Trusted
 
 
 def declaredTypes() -> list[EndpointType]:
@@ -149,6 +152,16 @@ def valuesFor(kind: Kind) -> st.SearchStrategy[Any] | None:
         value = st.text(st.characters(whitelist_categories=("L", "N", "P", "Zs"),
                                       blacklist_characters="|"), max_size=15).map(str.strip)
         return st.lists(st.tuples(name, value), min_size=1, max_size=3).map(tuple)
+    if isinstance(kind, _Trusted):
+        networks = st.lists(st.ip_addresses().map(ipaddress.ip_network), min_size=1, max_size=3)
+        return st.one_of(st.just(Trust(everyone=True)), st.builds(
+            lambda found, unix: Trust(tuple(found), unix), networks, st.booleans()))
+    if isinstance(kind, _AddressPort):
+        return st.one_of(
+            st.builds(IPv4Address, st.just("TCP"), st.ip_addresses(v=4).map(str),
+                      st.integers(0, 65535)),
+            st.builds(IPv6Address, st.just("TCP"), st.ip_addresses(v=6).map(str),
+                      st.integers(0, 65535)))
     if isinstance(kind, Path | String):
         return TEXT if getattr(kind, "nonEmpty", True) else st.text(max_size=20)
     return None
