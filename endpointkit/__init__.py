@@ -93,6 +93,19 @@ if TYPE_CHECKING:
     from endpointkit.proxy import SOCKS4aClientEndpoint as SOCKS4aClientEndpoint
     from endpointkit.proxy import SOCKS5ClientEndpoint as SOCKS5ClientEndpoint
     from endpointkit.proxy import TunnelTransport as TunnelTransport
+    from endpointkit.proxyprotocol import InvalidProxyHeader as InvalidProxyHeader
+    from endpointkit.proxyprotocol import IOriginalConnection as IOriginalConnection
+    from endpointkit.proxyprotocol import IProxyHeaderTransport as IProxyHeaderTransport
+    from endpointkit.proxyprotocol import OriginalConnection as OriginalConnection
+    from endpointkit.proxyprotocol import ProxyHeader as ProxyHeader
+    from endpointkit.proxyprotocol import ProxyHeaderTimeout as ProxyHeaderTimeout
+    from endpointkit.proxyprotocol import ProxyHeaderTooLarge as ProxyHeaderTooLarge
+    from endpointkit.proxyprotocol import ProxyProtocolClientEndpoint as ProxyProtocolClientEndpoint
+    from endpointkit.proxyprotocol import ProxyProtocolServerEndpoint as ProxyProtocolServerEndpoint
+    from endpointkit.proxyprotocol import ProxySSLInfo as ProxySSLInfo
+    from endpointkit.proxyprotocol import UntrustedProxyPeer as UntrustedProxyPeer
+    from endpointkit.proxyprotocol import recordOriginalConnection as recordOriginalConnection
+    from endpointkit.proxyprotocol import sendProxyDescription as sendProxyDescription
     from endpointkit.reuseport import ReusePortServerEndpoint as ReusePortServerEndpoint
     from endpointkit.ssh import SSHAuthenticationFailed as SSHAuthenticationFailed
     from endpointkit.ssh import SSHChannelOpenFailed as SSHChannelOpenFailed

@@ -7,11 +7,13 @@ and build, then text, then parse gives back the same typed values.
 from __future__ import annotations
 
 import base64
+import ipaddress
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from twisted.internet import endpoints
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -37,6 +39,7 @@ from endpointkit._lookup import ourTypes, parseDescription
 from endpointkit._schema import EndpointType, Parsed
 from endpointkit.process import CommandLine, Environment
 from endpointkit.proxy import Headers
+from endpointkit.proxyprotocol import Trust, _AddressPort, _Trusted
 from endpointkit.ssh import Fingerprint, Identities
 from endpointkit.tlswrap import ALPN_PROTOCOLS, _Pins, _Protocols
 
@@ -172,6 +175,16 @@ def valuesFor(kind: Kind) -> st.SearchStrategy[Any] | None:
         pin = st.binary(min_size=32, max_size=32).map(
             lambda digest: "sha256/" + base64.b64encode(digest).decode())
         return st.lists(pin, min_size=1, max_size=3).map(tuple)
+    if isinstance(kind, _Trusted):
+        networks = st.lists(st.ip_addresses().map(ipaddress.ip_network), min_size=1, max_size=3)
+        return st.one_of(st.just(Trust(everyone=True)), st.builds(
+            lambda found, unix: Trust(tuple(found), unix), networks, st.booleans()))
+    if isinstance(kind, _AddressPort):
+        return st.one_of(
+            st.builds(IPv4Address, st.just("TCP"), st.ip_addresses(v=4).map(str),
+                      st.integers(0, 65535)),
+            st.builds(IPv6Address, st.just("TCP"), st.ip_addresses(v=6).map(str),
+                      st.integers(0, 65535)))
     if isinstance(kind, Path | String):
         return TEXT if getattr(kind, "nonEmpty", True) else st.text(max_size=20)
     return None
