@@ -156,11 +156,16 @@ class PythonExampleTests(TestCase):
         parser = doctest.DocTestParser()
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
         ran = 0
+        namespaces: dict[str, dict[str, object]] = {}
         for block in allBlocks():
             if block.language != "python" or ">>>" not in block.text:
                 continue
-            test = parser.get_doctest(block.text, {}, block.where, block.path, block.line)
-            result = runner.run(test, out=lambda text: None)
+            # The examples of one page share a namespace, as a doctest file's do.
+            namespace = namespaces.setdefault(block.path, {})
+            test = parser.get_doctest(block.text, namespace, block.where, block.path,
+                                      block.line)
+            result = runner.run(test, out=lambda text: None, clear_globs=False)
+            namespace.update(test.globs)
             self.assertEqual(result.failed, 0, f"{block.where}: a doctest example failed "
                              f"(run python -m doctest on the block to see it)")
             ran += result.attempted
