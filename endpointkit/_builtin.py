@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from endpointkit._compat import HAS_TLS_SERVER_PARSER
 from endpointkit._grammar import DescriptionError, Side
 from endpointkit._kinds import Bool, Choice, Host, Int, Mode, Nested, Path, Port, Rest, String
 from endpointkit._schema import BACKLOG, Arg, EndpointType, Parsed
@@ -116,6 +117,20 @@ def _tlsServerProbe(values: Mapping[str, Any]) -> None:
             prefix="tls", argument="path", value=path)
 
 
+def _tlsServer() -> tuple[EndpointType, ...]:
+    # Twisted's tls: server description exists from Twisted 26.4.
+    if not HAS_TLS_SERVER_PARSER:
+        return ()
+    return (_twisted(
+        "tls", "server", "TLS with SNI over TCP/IPv6, certificates from a directory of PEM files",
+        Arg("path", Path(), help="directory of PEM files named by host", positional=True),
+        Arg("port", Port(allowZero=True), 443, "port to listen on", True),
+        BACKLOG,
+        Arg("interface", Host(allowEmpty=True, what="local address"), "::", "address to listen on", True),
+        probe=_tlsServerProbe,
+    ),)
+
+
 @functools.cache
 def builtinTypes() -> tuple[EndpointType, ...]:
     return (
@@ -159,14 +174,7 @@ def builtinTypes() -> tuple[EndpointType, ...]:
             validate=_systemdOneOf,
         ),
         _twisted("stdio", "server", "standard input and output as one connection"),
-        _twisted(
-            "tls", "server", "TLS with SNI over TCP/IPv6, certificates from a directory of PEM files",
-            Arg("path", Path(), help="directory of PEM files named by host", positional=True),
-            Arg("port", Port(allowZero=True), 443, "port to listen on", True),
-            BACKLOG,
-            Arg("interface", Host(allowEmpty=True, what="local address"), "::", "address to listen on", True),
-            probe=_tlsServerProbe,
-        ),
+        *_tlsServer(),
         _twisted(
             "haproxy", "server", "the HAProxy PROXY protocol in front of another server description",
             Arg("endpoint", Rest("server"), help="the server description it wraps (the rest)"),

@@ -18,6 +18,8 @@ from twisted.internet.interfaces import (
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import alsoProvides
 
+from endpointkit._compat import WrappingFactoryBase
+
 _RELAYED = (IHalfCloseableProtocol, IHandshakeListener, IFileDescriptorReceiver)
 
 
@@ -49,7 +51,7 @@ class PassThroughProtocol(ProtocolWrapper):
         cast(Any, self.wrappedProtocol).fileDescriptorReceived(descriptor)
 
 
-class PassThroughFactory(WrappingFactory[Any]):
+class PassThroughFactory(WrappingFactoryBase):
     """
     A L{WrappingFactory} that refuses a connection when the wrapped factory
     does (its C{buildProtocol} returns L{None}), and offers the wrapped

@@ -575,7 +575,10 @@ timeoutType = EndpointType(
 
 def _buildHostname(reactor: Any, host: str, port: int, timeout: float,
                    bindAddress: str | None, attemptDelay: float | None) -> HostnameEndpoint:
-    return HostnameEndpoint(reactor, host, port, timeout=timeout, bindAddress=bindAddress,
+    # A (host, 0) pair: Twisted before 26.4 binds a bare string as it is,
+    # which an IPv6 socket refuses.
+    local = None if bindAddress is None else (bindAddress, 0)
+    return HostnameEndpoint(reactor, host, port, timeout=timeout, bindAddress=local,
                             attemptDelay=attemptDelay)
 
 

@@ -31,10 +31,10 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
-from twisted.internet.tcp import makeBinding
 from twisted.python.runtime import platformType
 from zope.interface import implementer
 
+from endpointkit._compat import listenTCPReusePort
 from endpointkit._kinds import Host, Invalid, Port
 from endpointkit._schema import BACKLOG, Arg, EndpointType
 
@@ -57,7 +57,7 @@ def reusePortSupported() -> bool:
 class ReusePortServerEndpoint:
     """
     Listens on TCP with C{SO_REUSEADDR} and C{SO_REUSEPORT}, through the
-    reactor's own C{listenTCP} and L{twisted.internet.tcp.makeBinding}, so
+    reactor's own TCP port (L{endpointkit._compat.listenTCPReusePort}), so
     the port is an ordinary Twisted TCP port.
 
     @param interface: an IPv4 or IPv6 address without brackets; empty means
@@ -80,10 +80,8 @@ class ReusePortServerEndpoint:
         Listen on the port, sharing it with other C{SO_REUSEPORT} sockets of
         the same user.
         """
-        binding = makeBinding(self._interface, self._port, reuseAddress=True,
-                              reusePort=True)
-        return defer.execute(self._reactor.listenTCP, binding, protocolFactory,
-                             backlog=self._backlog, interface=self._interface)
+        return defer.execute(listenTCPReusePort, self._reactor, self._port, protocolFactory,
+                             self._backlog, self._interface)
 
 
 class _ListenAddress(Host):

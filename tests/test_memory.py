@@ -54,6 +54,7 @@ from endpointkit import (
     listen,
     serverFromString,
 )
+from endpointkit._compat import wrapServerTLS
 from endpointkit.memory import (
     HIGH_WATER,
     LOW_WATER,
@@ -1209,7 +1210,7 @@ class ConnectedPairTests(TestCase):
 class WrapperTests(TestCase):
     """
     C{memory:} under wrappers: TLS (Twisted's C{tls:} client with
-    C{endpoint=}, and L{endpoints.wrapServerTLS}), C{timeout:}, C{limit:},
+    C{endpoint=}, and C{wrapServerTLS}), C{timeout:}, C{limit:},
     C{multi:}.
     """
 
@@ -1230,7 +1231,7 @@ class WrapperTests(TestCase):
         with open(os.path.join(roots, "root.pem"), "wb") as f:
             f.write(certificate)
         options = ssl.PrivateCertificate.loadPEM(certificate + key).options()
-        endpoint = endpoints.wrapServerTLS(options, MemoryServerEndpoint(reactor, self.name))
+        endpoint = wrapServerTLS(options, MemoryServerEndpoint(reactor, self.name))
         return endpoint, roots
 
     @defer.inlineCallbacks

@@ -17,7 +17,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import TestCase
 
-from endpointkit import reuseport
+from endpointkit import _compat, reuseport
 from endpointkit._grammar import DescriptionError, buildDescription
 from endpointkit._parse import serverFromString
 from endpointkit.reuseport import ReusePortServerEndpoint
@@ -48,6 +48,34 @@ class PeerOnData(protocol.Protocol):
         self.transport.write(self.transport.getPeer().host.encode() + b"\n" + data)  # type: ignore[union-attr]
 
 
+def _listened(parse: Any, description: str, port: int) -> Any:
+    """
+    Listen on C{description} (its port replaced by C{port}) and give what
+    the listening socket was made with: port, address, SO_REUSEPORT,
+    SO_REUSEADDR, backlog and interface.  Where Twisted has a binding for
+    listenTCP, the reactor is a L{MemoryReactor} that records the binding;
+    before (L{endpointkit._compat}), a real port on a free number.
+    """
+    if _compat._makeBinding is not None:
+        memory = MemoryReactor()
+        parse(memory, description).listen(protocol.Factory())
+        binding, _, backlog, interface = memory.tcpServers[0]
+        return (binding._port, binding._address, binding._reusePort,
+                binding._reuseAddress, backlog, interface)
+    free = freePort()
+    listening = parse(reactor, description.replace(f":{port}", f":{free}", 1)).listen(
+        protocol.Factory())
+    real = listening.result
+    try:
+        skt = real.socket
+        return (port if real.getHost().port == free else None, real.interface,
+                bool(_reusePortOption(real)),
+                bool(skt.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)),
+                real.backlog, real.interface)
+    finally:
+        real.stopListening()
+
+
 def _reusePortOption(port: Any) -> int:
     value: int = port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
     return value
@@ -63,13 +91,9 @@ class ParseTests(TestCase):
         The port alone listens on every IPv4 address, backlog 50, through
         the reactor's listenTCP with SO_REUSEPORT and SO_REUSEADDR.
         """
-        memory = MemoryReactor()
-        endpoint = serverFromString(memory, "reuseport:8080")
-        self.assertIsInstance(endpoint, ReusePortServerEndpoint)
-        endpoint.listen(protocol.Factory())
-        binding, _, backlog, interface = memory.tcpServers[0]
-        self.assertEqual((binding._port, binding._address, binding._reusePort,
-                          binding._reuseAddress, backlog, interface),
+        self.assertIsInstance(serverFromString(MemoryReactor(), "reuseport:8080"),
+                              ReusePortServerEndpoint)
+        self.assertEqual(_listened(serverFromString, "reuseport:8080", 8080),
                          (8080, "", True, True, 50, ""))
 
     def test_ipv6Bracketed(self) -> None:
@@ -77,21 +101,18 @@ class ParseTests(TestCase):
         A bracketed IPv6 interface arrives without brackets, with the
         backlog.
         """
-        memory = MemoryReactor()
-        serverFromString(memory, "reuseport:8443:interface=[::1]:backlog=7").listen(
-            protocol.Factory())
-        binding, _, backlog, interface = memory.tcpServers[0]
-        self.assertEqual((binding._address, interface, backlog), ("::1", "::1", 7))
+        _, address, _, _, backlog, interface = _listened(
+            serverFromString, "reuseport:8443:interface=[::1]:backlog=7", 8443)
+        self.assertEqual((address, interface, backlog), ("::1", "::1", 7))
 
     def test_twistedParserEscaped(self) -> None:
         """
         Twisted's own serverFromString finds the type, with an escaped IPv6
         interface.
         """
-        memory = MemoryReactor()
-        twistedServerFromString(memory, r"reuseport:0:interface=\:\:1").listen(
-            protocol.Factory())
-        self.assertEqual(memory.tcpServers[0][3], "::1")
+        self.assertEqual(
+            _listened(twistedServerFromString, r"reuseport:8080:interface=\:\:1", 8080)[5],
+            "::1")
 
     def test_errors(self) -> None:
         """

@@ -6,12 +6,13 @@ factory, the running reactor, text from a path, and the default deadlines.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypeAlias
 
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory
 
-ProtocolFactory = IProtocolFactory | Factory[Any]
+# A string: Factory is generic at run time only from Twisted 26.4.
+ProtocolFactory: TypeAlias = "IProtocolFactory | Factory[Any]"
 """
 A protocol factory: anything that provides L{IProtocolFactory}, spelled so
 that type checkers without the zope.interface plugin accept a L{Factory}.

@@ -25,6 +25,7 @@ from typing import Any, cast
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IListeningPort
 
+from endpointkit._compat import makeTLSConnection
 from endpointkit._grammar import buildDescription
 from endpointkit.lifecycle._shared import text
 
@@ -134,7 +135,7 @@ def _certificateName(tlsFactory: Any, port: object) -> str:
         # A connection made for a stand-in protocol (never used on the
         # wire) holds the certificate the port serves.
         standIn = types.SimpleNamespace(factory=tlsFactory)
-        connection = tlsFactory._creatorCallable(standIn)
+        connection = makeTLSConnection(tlsFactory, standIn)
         certificate: x509.Certificate = connection.get_certificate().to_cryptography()
     except Exception:
         raise CannotDescribePort(
