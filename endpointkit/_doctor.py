@@ -27,6 +27,75 @@ class Finding:
     ok: bool
     what: str
     fix: str = ""
+    warning: bool = False
+
+
+TESTED_PYTHON = ((3, 10), (3, 13))
+"""
+The oldest and newest Python CI tests (.ci/matrix), as in pyproject.toml.
+"""
+
+TESTED_TWISTED = ((24, 3), (26, 10))
+"""
+The oldest Twisted pyproject.toml declares and the newest release CI tested.
+"""
+
+# Twisted before 26.4 changes an SSL context after making a connection from
+# it, which pyOpenSSL refuses from 26.2 on.
+_TWISTED_NEEDS_OLD_PYOPENSSL = ((26, 4), (26, 2))
+
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor = ([int(p) for p in version.split(".")[:2] if p.isdigit()] + [0, 0])[:2]
+    return major, minor
+
+
+def _shown(release: tuple[int, int]) -> str:
+    return f"{release[0]}.{release[1]}"
+
+
+def checkVersions(python: tuple[int, int] | None = None, twisted: str | None = None,
+                  pyopenssl: str | None = None) -> list[Finding]:
+    """
+    The Python, Twisted and pyOpenSSL versions in use, with a warning for a
+    Python or Twisted outside the range CI tests and for a Twisted and
+    pyOpenSSL that do not work together.  Defaults: the running ones.
+    """
+    from importlib.metadata import version
+
+    python = python or (sys.version_info[0], sys.version_info[1])
+    twisted = twisted or version("twisted")
+    pyopenssl = pyopenssl or version("pyopenssl")
+    findings = []
+    low, high = TESTED_PYTHON
+    if low <= python <= high:
+        findings.append(Finding(True, f"Python {_shown(python)} (tested: "
+                                      f"{_shown(low)} to {_shown(high)})"))
+    else:
+        findings.append(Finding(False, f"Python {_shown(python)} is outside the tested range "
+                                       f"{_shown(low)} to {_shown(high)}",
+                                "use a tested Python; others may work but are not proven",
+                                warning=True))
+    low, high = TESTED_TWISTED
+    release = _release(twisted)
+    if low <= release <= high:
+        findings.append(Finding(True, f"Twisted {twisted} (tested: {_shown(low)} to "
+                                      f"{_shown(high)})"))
+    else:
+        findings.append(Finding(False, f"Twisted {twisted} is outside the tested range "
+                                       f"{_shown(low)} to {_shown(high)}",
+                                f"pip install 'twisted>={_shown(low)},<={_shown(high)}.99' "
+                                "for a tested release", warning=True))
+    fixedIn, refusedFrom = _TWISTED_NEEDS_OLD_PYOPENSSL
+    if release < fixedIn and _release(pyopenssl) >= refusedFrom:
+        findings.append(Finding(False, f"pyOpenSSL {pyopenssl} with Twisted {twisted}: TLS "
+                                       "servers with ALPN fail (\"Context has already been "
+                                       "used\")",
+                                f"pip install 'pyopenssl<{_shown(refusedFrom)}', or Twisted "
+                                f"{_shown(fixedIn)} or later", warning=True))
+    else:
+        findings.append(Finding(True, f"pyOpenSSL {pyopenssl}"))
+    return findings
 
 
 def pluginDirectories() -> list[str]:
@@ -138,13 +207,16 @@ def checkStrayInit() -> list[Finding]:
 
 def doctor(out: TextIO) -> int:
     """
-    Print every finding; exit status 0 when all are fine, 1 otherwise.
+    Print every finding; exit status 0 when all are fine or only warned
+    about (versions outside the tested range), 1 otherwise.
     """
     # The caches first: the plugin scan that the other checks make rewrites
     # a stale cache where it can.
-    findings = [*checkCaches(), checkPluginFound(), *checkCollisions(), *checkStrayInit()]
+    findings = [*checkVersions(), *checkCaches(), checkPluginFound(), *checkCollisions(),
+                *checkStrayInit()]
     for finding in findings:
-        out.write(f"{'ok  ' if finding.ok else 'FIX '} {finding.what}\n")
+        mark = "ok  " if finding.ok else "WARN" if finding.warning else "FIX "
+        out.write(f"{mark} {finding.what}\n")
         if finding.fix:
             out.write(f"     fix: {finding.fix}\n")
-    return 0 if all(f.ok for f in findings) else 1
+    return 0 if all(f.ok or f.warning for f in findings) else 1

@@ -696,9 +696,11 @@ class MemoryPort:
     def getHost(self) -> MemoryAddress:
         return MemoryAddress(self.name, 0)
 
-    def clientDescription(self) -> str:
+    def clientDescription(self, hostname: str | None = None,
+                          trustRoots: str | None = None) -> str:
         """
-        The client description that connects to this port.
+        The client description that connects to this port (no TLS here:
+        C{hostname} and C{trustRoots} are for the wrappers' descriptions).
         """
         return _description(self.name)
 

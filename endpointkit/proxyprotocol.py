@@ -675,15 +675,18 @@ class ProxyProtocolPort:
     def __repr__(self) -> str:
         return f"<ProxyProtocolPort trusted={self.factory.trust} of {self.wrappedPort!r}>"
 
-    def clientDescription(self) -> str:
+    def clientDescription(self, hostname: str | None = None,
+                          trustRoots: str | None = None) -> str:
         """
         A client description that reaches this port: C{proxyprotocol:}
-        around the wrapped port's own.  Its C{LOCAL} header is served as a
-        direct connection when the client's address is trusted.
+        around the wrapped port's own (a TLS port inside verifies
+        C{hostname} against C{trustRoots}).  Its C{LOCAL} header is served
+        as a direct connection when the client's address is trusted.
         """
         from endpointkit.lifecycle.describing import clientDescriptionFor
 
-        return buildDescription("proxyprotocol", endpoint=clientDescriptionFor(self.wrappedPort))
+        return buildDescription("proxyprotocol", endpoint=clientDescriptionFor(
+            self.wrappedPort, hostname, trustRoots))
 
     def startListening(self) -> None:
         self.wrappedPort.startListening()

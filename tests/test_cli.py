@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from typing import Any
 
 from twisted.trial.unittest import TestCase
 
@@ -496,3 +497,56 @@ class ReadmeTests(TestCase):
         start = readme.index(".. types-table-start\n") + len(".. types-table-start\n")
         end = readme.index(".. types-table-end")
         self.assertEqual(readme[start:end].strip("\n"), readmeTable().strip("\n"))
+
+
+class DoctorVersionTests(TestCase):
+    """
+    C{endpointkit doctor} reports the Python, Twisted and pyOpenSSL versions
+    and warns about any outside the tested range or not working together.
+    """
+
+    def findings(self, **versions: Any) -> dict[str, Any]:
+        from endpointkit._doctor import checkVersions
+
+        found = checkVersions(**versions)
+        return {f.what.split()[0]: f for f in found}
+
+    def test_inRange(self) -> None:
+        found = self.findings(python=(3, 11), twisted="26.10.0", pyopenssl="26.4.0")
+        self.assertEqual([f.ok for f in found.values()], [True, True, True])
+        self.assertIn("Twisted 26.10.0 (tested: 24.3 to 26.10)", found["Twisted"].what)
+
+    def test_outsideRange(self) -> None:
+        found = self.findings(python=(3, 9), twisted="23.10.0", pyopenssl="24.0.0")
+        self.assertTrue(found["Python"].warning and not found["Python"].ok)
+        self.assertIn("outside the tested range 3.10 to 3.13", found["Python"].what)
+        self.assertTrue(found["Twisted"].warning)
+        self.assertIn("outside the tested range 24.3 to 26.10", found["Twisted"].what)
+        found = self.findings(python=(3, 14), twisted="27.1.0", pyopenssl="24.0.0")
+        self.assertFalse(found["Python"].ok)
+        self.assertFalse(found["Twisted"].ok)
+
+    def test_oldTwistedNewPyOpenSSL(self) -> None:
+        found = self.findings(python=(3, 11), twisted="24.3.0", pyopenssl="26.2.0")
+        self.assertTrue(found["Twisted"].ok)
+        self.assertTrue(found["pyOpenSSL"].warning)
+        self.assertIn("pip install 'pyopenssl<26.2'", found["pyOpenSSL"].fix)
+        self.assertTrue(self.findings(python=(3, 11), twisted="26.4.0",
+                                      pyopenssl="26.4.0")["pyOpenSSL"].ok)
+
+    def test_doctorPrintsVersionsAndExitsZeroOnWarnings(self) -> None:
+        from io import StringIO
+
+        from endpointkit import _doctor
+
+        out = StringIO()
+        self.patch(_doctor, "checkVersions", lambda: [_doctor.Finding(
+            False, "Python 3.9 is outside the tested range 3.10 to 3.13", "use a tested Python",
+            warning=True)])
+        self.patch(_doctor, "checkCaches", lambda: [])
+        self.patch(_doctor, "checkPluginFound", lambda: _doctor.Finding(True, "found"))
+        self.patch(_doctor, "checkCollisions", lambda: [])
+        self.patch(_doctor, "checkStrayInit", lambda: [])
+        self.assertEqual(_doctor.doctor(out), 0)
+        self.assertEqual(out.getvalue().splitlines()[0],
+                         "WARN Python 3.9 is outside the tested range 3.10 to 3.13")

@@ -231,10 +231,9 @@ class ServeMatrixTests(TestCase):
             for description in (tls, buildDescription("limit", endpoint=tls, max=5)):
                 port = yield listen(description, protocol.Factory.forProtocol(Echo))
                 try:
-                    tlsPort = port.wrappedPort
-                    while not hasattr(tlsPort, "clientDescriptions"):
-                        tlsPort = tlsPort.wrappedPort
-                    for target in tlsPort.clientDescriptions(trustRoots=roots):
+                    # The lifecycle's description sees through limit: to
+                    # the TLS port, which names the host to verify.
+                    for target in clientDescriptionsFor(port, trustRoots=roots):
                         client = Exchange()
                         yield endpoints.connectProtocol(
                             endpointkit.clientFromString(reactor, target), client)

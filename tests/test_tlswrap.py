@@ -24,7 +24,13 @@ import endpointkit
 from endpointkit import buildDescription
 from endpointkit._grammar import DescriptionError
 from endpointkit._lookup import parseDescription
-from endpointkit.lifecycle import gracefulStop, listen, stopListening
+from endpointkit.lifecycle import (
+    clientDescriptionFor,
+    clientDescriptionsFor,
+    gracefulStop,
+    listen,
+    stopListening,
+)
 from endpointkit.tlswrap import (
     CertificateHostnameMismatch,
     CertificateNotTrusted,
@@ -551,7 +557,7 @@ class ServerTests(_ServerBase):
         output = yield self.sClient(_port(members[1]), "localhost", address="::1")
         self.assertIn("Verify return code: 0 (ok)", output)
         # One client description per address, each verifying the name.
-        descriptions = port.wrappedPort.clientDescriptions(trustRoots=self.files.caFile)
+        descriptions = clientDescriptionsFor(port, trustRoots=self.files.caFile)
         self.assertEqual(len(descriptions), 2)
         for description in descriptions:
             client = Client()
@@ -573,7 +579,7 @@ class ServerTests(_ServerBase):
     @defer.inlineCallbacks
     def test_memoryInProcess(self) -> Any:
         port = yield self.serve(self.describe("memory:tlswrap-test"), protocol.Factory.forProtocol(Echo))
-        description = port.wrappedPort.clientDescription(trustRoots=self.files.caFile)
+        description = clientDescriptionFor(port, trustRoots=self.files.caFile)
         self.assertEqual(description, buildDescription(
             "tlswrap", hostname="localhost", trustRoots=self.files.caFile,
             endpoint="memory:tlswrap-test"))
@@ -593,7 +599,7 @@ class ServerTests(_ServerBase):
         port = yield listen(self.describe("tcp:0:interface=127.0.0.1"),
                             protocol.Factory.forProtocol(Echo))
         client = Client(b"")
-        description = port.wrappedPort.clientDescription(trustRoots=self.files.caFile)
+        description = clientDescriptionFor(port, trustRoots=self.files.caFile)
         connected = yield endpoints.connectProtocol(
             endpointkit.clientFromString(reactor, description), client)
         result = yield gracefulStop(port, timeout=0.2)

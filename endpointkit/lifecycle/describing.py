@@ -49,6 +49,10 @@ def clientDescriptionsFor(port: IListeningPort | Any, hostname: str | None = Non
 
     See L{clientDescriptionFor} for C{hostname} and C{trustRoots}.
     """
+    own = getattr(port, "clientDescriptions", None)
+    if callable(own):
+        described: list[str] = own(hostname, trustRoots)
+        return described
     members = getattr(port, "ports", None)
     if isinstance(members, (list, tuple)):
         return [d for member in members
@@ -65,8 +69,10 @@ def clientDescriptionFor(port: IListeningPort | Any, hostname: str | None = None
     The client description that connects to C{port}: C{tcp:} to its
     address (the loopback address when it listens on every address),
     C{unix:} to its path, C{tls:} for a TLS port, or whatever a port that
-    has C{clientDescription()} says; wrappers are seen through
-    (C{wrappedPort}).
+    has C{clientDescription(hostname, trustRoots)} says (with
+    C{clientDescriptions(hostname, trustRoots)} for several addresses: a
+    port type of its own says how a client reaches it this way); wrappers
+    are seen through (C{wrappedPort}).
 
     For TLS, the name to verify is C{hostname}, or else the first DNS name
     (then IP address, then common name) of the certificate the port serves;
@@ -85,7 +91,7 @@ def clientDescriptionFor(port: IListeningPort | Any, hostname: str | None = None
             "clientDescriptionsFor(port) for one description per address")
     own = getattr(port, "clientDescription", None)
     if callable(own):
-        described: str = own()
+        described: str = own(hostname, trustRoots)
         return described
     inner = getattr(port, "wrappedPort", None)
     if inner is not None:
