@@ -241,6 +241,8 @@ class ServeMatrixTests(TestCase):
                         self.assertEqual(received, b"ping", (description, target))
                 finally:
                     yield stopListening(port)
+
+    @defer.inlineCallbacks
     def test_proxyprotocolAroundEach(self) -> Any:
         """
         proxyprotocol: around each listenable type; its port's client

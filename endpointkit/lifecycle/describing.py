@@ -41,6 +41,12 @@ class CannotDescribePort(ValueError):
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 
+def _forTLS(hostname: str | None, trustRoots: str | None) -> tuple[str | None, ...]:
+    # What a port that describes itself is given: nothing when there is
+    # nothing to say, so that a clientDescription() of no arguments works.
+    return (hostname, trustRoots) if (hostname, trustRoots) != (None, None) else ()
+
+
 def clientDescriptionsFor(port: IListeningPort | Any, hostname: str | None = None,
                           trustRoots: str | None = None) -> list[str]:
     """
@@ -51,7 +57,7 @@ def clientDescriptionsFor(port: IListeningPort | Any, hostname: str | None = Non
     """
     own = getattr(port, "clientDescriptions", None)
     if callable(own):
-        described: list[str] = own(hostname, trustRoots)
+        described: list[str] = own(*_forTLS(hostname, trustRoots))
         return described
     members = getattr(port, "ports", None)
     if isinstance(members, (list, tuple)):
@@ -91,7 +97,7 @@ def clientDescriptionFor(port: IListeningPort | Any, hostname: str | None = None
             "clientDescriptionsFor(port) for one description per address")
     own = getattr(port, "clientDescription", None)
     if callable(own):
-        described: str = own(hostname, trustRoots)
+        described: str = own(*_forTLS(hostname, trustRoots))
         return described
     inner = getattr(port, "wrappedPort", None)
     if inner is not None:
