@@ -231,7 +231,7 @@ class PeakRSS:
 
 def relays(target: int, tmp: str) -> list[tuple[str, Callable[[int], list[str]]]]:
     relay = [PYTHON, "-c",
-             "import sys; from endpointkit.relay import main; sys.exit(main(sys.argv[1:]))"]
+             "import sys; from endpointkit._relaycli import main; sys.exit(main(sys.argv[1:]))"]
     back = f"tcp:127.0.0.1:{target}"
     found: list[tuple[str, Callable[[int], list[str]]]] = [
         ("direct", lambda port: []),

@@ -66,7 +66,67 @@ def isKernelTransport(transport: object) -> bool:
     return getattr(transport, "TLS", False) is False
 
 
-def _makePipe() -> tuple[int, int, int]:
+POOL_SIZE = 64
+"""
+How many empty pipes a L{PipePool} keeps by default.
+"""
+
+_Pipe = tuple[int, int, int]
+
+
+class PipePool:
+    """
+    Empty pipes kept for reuse, at most C{size}: a short spliced connection
+    then costs no C{pipe2} and C{fcntl} calls.  The owner closes the pool
+    (L{close}) when it stops relaying.
+    """
+
+    def __init__(self, size: int = POOL_SIZE) -> None:
+        self.size = size
+        self.pipes: list[_Pipe] = []
+
+    def get(self) -> _Pipe:
+        """
+        An empty pipe: a kept one, or a new one.
+        """
+        if self.pipes:
+            return self.pipes.pop()
+        return _newPipe()
+
+    def put(self, pipe: _Pipe) -> bool:
+        """
+        Keep the empty C{pipe} if there is room; C{False} when the caller
+        should close it.
+        """
+        if len(self.pipes) >= self.size:
+            return False
+        self.pipes.append(pipe)
+        return True
+
+    def fileDescriptors(self) -> set[int]:
+        """
+        The descriptors of the pipes kept now.
+        """
+        return {fd for r, w, _ in self.pipes for fd in (r, w)}
+
+    def close(self) -> None:
+        """
+        Close every kept pipe.
+        """
+        pipes, self.pipes = self.pipes, []
+        for r, w, _ in pipes:
+            _closeFDs(r, w)
+
+
+def _closeFDs(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _newPipe() -> _Pipe:
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         fcntl.fcntl(w, _SETPIPE, PIPE_SIZE)
@@ -85,16 +145,19 @@ class _Pump:
     """
 
     def __init__(self, splicer: Splicer, source: _Side, sink: _Side,
-                 count: Callable[[int], None]) -> None:
+                 count: Callable[[int], None], pool: PipePool | None) -> None:
         self.splicer = splicer
         self.source = source
         self.sink = sink
         self.count = count
-        self.pipeRead, self.pipeWrite, self.capacity = _makePipe()
+        self.pool = pool
+        self.pipeRead, self.pipeWrite, self.capacity = (
+            pool.get() if pool is not None else _newPipe())
         self.buffered = 0
         self.full = False
         self.eof = False
         self.done = False
+        self.dirty = False
 
     def fill(self) -> None:
         """
@@ -115,6 +178,7 @@ class _Pump:
                     self.full = True
                 break
             except OSError as e:
+                self.dirty = True
                 self.splicer._sideFailed(self.source, e)
                 return
             if n == 0:
@@ -140,6 +204,7 @@ class _Pump:
             except BlockingIOError:
                 break
             except OSError as e:
+                self.dirty = True
                 self.splicer._sideFailed(self.sink, e)
                 return False
             if n == 0:
@@ -153,18 +218,21 @@ class _Pump:
     def _settle(self) -> None:
         if self.done or self.splicer.finished:
             return
+        source, sink = self.source, self.sink
         if self.eof and not self.buffered:
             self.done = True
-            if self.source.failed:
-                self.splicer._closeBoth()
-                return
             try:
-                self.sink.socket.shutdown(socket.SHUT_WR)
+                sink.socket.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-            self.splicer._pumpDone()
+            if self.splicer._pumpDone():
+                return
+            # This direction is over: stop watching the source for reading
+            # (at end of stream it stays readable, and each splice returns
+            # 0: a busy loop) and the sink for this direction's writes.
+            source.update()
+            sink.update()
             return
-        source, sink = self.source, self.sink
         if source.reading != (not (self.eof or self.full or source.failed)):
             source.update()
         if sink.writing != (bool(self.buffered) and not sink.failed):
@@ -172,10 +240,11 @@ class _Pump:
 
     def discard(self) -> None:
         """
-        The sink is gone: what the pipe holds will never be delivered.
+        What the pipe holds will never be delivered: the pipe is not reused.
         """
         self.done = True
         self.eof = True
+        self.dirty = self.dirty or bool(self.buffered)
         self.buffered = 0
 
     def wantsRead(self) -> bool:
@@ -185,11 +254,18 @@ class _Pump:
         return bool(self.buffered) and not self.done
 
     def close(self) -> None:
-        for fd in (self.pipeRead, self.pipeWrite):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """
+        Give the pipe back to the pool when it is empty and the pool has
+        room, else close it.
+        """
+        if self.pipeRead < 0:
+            return
+        pipe = (self.pipeRead, self.pipeWrite, self.capacity)
+        self.pipeRead = self.pipeWrite = -1
+        if (self.pool is not None and not self.buffered and not self.dirty
+                and self.pool.put(pipe)):
+            return
+        _closeFDs(pipe[0], pipe[1])
 
 
 @implementer(IReadWriteDescriptor)
@@ -224,8 +300,9 @@ class _Side:
         self.incoming.drain()
 
     def connectionLost(self, reason: Failure) -> None:
-        # The reactor saw a hang-up or error on this socket.
-        self.reading = self.writing = False
+        # The reactor saw a hang-up or error on this socket (and stopped
+        # reading it, not writing).
+        self.stop()
         if not self.splicer.finished:
             self.splicer._sideFailed(self, reason.value)
 
@@ -243,10 +320,12 @@ class _Side:
             (reactor.addWriter if write else reactor.removeWriter)(self)
 
     def stop(self) -> None:
+        # Also when gone: the reactor finds a descriptor whose fileno() is
+        # -1 by identity.
         reactor = self.splicer.reactor
-        if self.reading and not self.gone:
+        if self.reading:
             reactor.removeReader(self)
-        if self.writing and not self.gone:
+        if self.writing:
             reactor.removeWriter(self)
         self.reading = self.writing = False
 
@@ -258,18 +337,20 @@ class Splicer:
 
     @param onBytes: called with C{(direction, count)}, direction 0 for
         C{first} to C{second} and 1 for the reverse, as bytes move.
+    @param pool: where the pipes come from and go back to (L{None}: new
+        pipes, closed at the end).
     """
 
     def __init__(self, reactor: IReactorFDSet, first: Any, second: Any,
-                 onBytes: Callable[[int, int], None]) -> None:
+                 onBytes: Callable[[int, int], None], pool: PipePool | None = None) -> None:
         self.reactor = reactor
         self.finished = False
         self._pumpsDone = 0
         self.a = _Side(self, first)
         self.b = _Side(self, second)
-        self.up = _Pump(self, self.a, self.b, lambda n: onBytes(0, n))
+        self.up = _Pump(self, self.a, self.b, lambda n: onBytes(0, n), pool)
         try:
-            self.down = _Pump(self, self.b, self.a, lambda n: onBytes(1, n))
+            self.down = _Pump(self, self.b, self.a, lambda n: onBytes(1, n), pool)
         except OSError:
             self.up.close()
             raise
@@ -286,60 +367,58 @@ class Splicer:
         self.a.update()
         self.b.update()
 
-    def _pumpDone(self) -> None:
+    def _pumpDone(self) -> bool:
+        """
+        One direction ended cleanly; C{True} when that was the last, and
+        both connections are closed now.
+        """
         self._pumpsDone += 1
         if self.up.done and self.down.done:
             self._closeBoth()
+            return True
+        return False
 
     def _sideFailed(self, side: _Side, error: BaseException | None) -> None:
         """
-        A socket failed (reset, error): what it sent still goes on to the
-        other side, then both close; what was for it is dropped.
+        A socket failed (reset, error): the other side is aborted too, so
+        that a reset is passed on as a reset (a truncated stream never looks
+        complete); what the pipes hold is dropped.
         """
         if self.finished or side.failed:
             return
         side.failed = True
-        side.stop()
-        side.incoming.discard()
-        out = side.outgoing
-        if not out.done:
-            out.eof = True
-            out.drain()
-            if self.finished:
-                return
-        if out.done or not out.buffered:
-            self._closeBoth()
-        else:
-            other = self.b if side is self.a else self.a
-            other.update()
+        self.abort()
 
-    def transportGone(self, transport: object) -> None:
+    def transportGone(self, transport: object, clean: bool = False) -> None:
         """
         A transport was closed by somebody else while spliced: its socket
-        is no longer ours to watch.
+        is no longer ours to watch.  The other side is closed after what it
+        was sent when C{clean} and nothing is left in the pipes, and
+        aborted otherwise.
         """
         for side in (self.a, self.b):
             if side.transport is transport:
                 side.gone = True
-        self.abort()
+        if clean and not self.buffered():
+            self._closeBoth()
+        else:
+            self.abort()
 
     def _release(self) -> None:
         self.finished = True
         self.a.stop()
         self.b.stop()
-        self.up.close()
-        self.down.close()
+        for pump in (self.up, self.down):
+            if not pump.done:
+                pump.discard()
+            pump.close()
 
     def _closeBoth(self) -> None:
         if self.finished:
             return
         self._release()
         for side in (self.a, self.b):
-            if side.gone:
-                continue
-            if side.failed:
-                side.transport.abortConnection()
-            else:
+            if not side.gone:
                 side.transport.loseConnection()
 
     def abort(self) -> None:
@@ -373,7 +452,7 @@ def pipeWorks() -> bool:
         return False
     r = w = -1
     try:
-        r, w, _ = _makePipe()
+        r, w, _ = _newPipe()
         left.send(b"x")
         right.setblocking(False)
         return bool(_SPLICE(right.fileno(), w, 1, flags=_FLAGS) == 1)

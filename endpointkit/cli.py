@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     out = out or sys.stdout
     err = err or sys.stderr
     if args and args[0] == "relay":
-        from endpointkit.relay import main as relayMain
+        from endpointkit._relaycli import main as relayMain
 
         return relayMain(args[1:])
     parser = argparse.ArgumentParser(

@@ -1,24 +1,34 @@
 """
-C{endpointkit relay}: accept on any server description, connect each accepted
+The relay core: accept on any server description, connect each accepted
 connection to any client description, and move bytes both ways.
+
+    service = RelayService("tcp:8080:interface=127.0.0.1", "unix:/run/app.sock",
+                           maxConnections=100, idleTimeout=300)
+    service.setServiceParent(application)
 
 Both directions use producer/consumer flow control (a slow reader on one side
 pauses reading on the other), half-closes are passed on where both sides
-support them, and one side's close closes the other once what it sent has
-been flushed.  When both sides turn out to be plain kernel sockets the bytes
-move with C{os.splice} instead (L{endpointkit._splice}).
+support them, a clean close closes the other side once what it sent has been
+flushed, and a reset (or any other loss that is not a clean close) aborts the
+other side, so that it sees a reset too.  When both sides turn out to be
+plain kernel sockets, also behind pass-through wrappers such as C{limit:}'s
+and lifecycle's connection tracking, the bytes move with C{os.splice}
+instead (L{endpointkit._splice}).
 
-The same options serve the command (L{main}) and the twistd plugin
-C{endpointkit-relay} (L{Options}, L{makeService}).
+The caps and the idle timeout (C{maxConnections}, C{idleTimeout}) are
+C{limit:}'s (L{endpointkit.limit.LimitingFactory}): one refusal, one idle
+timer, which bytes moved by splice also reset.
+
+The command line (C{endpointkit relay}), the twistd plugin's glue, the demo
+backend and the log observer sit above this module, in
+L{endpointkit._relaycli}.
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -26,7 +36,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
     IHalfCloseableDescriptor,
     IHalfCloseableProtocol,
     IListeningPort,
@@ -34,15 +43,21 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.internet.task import LoopingCall
-from twisted.logger import ILogObserver, Logger
-from twisted.python import usage
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from endpointkit import _splice
-from endpointkit._grammar import DescriptionError, buildDescription
+from endpointkit._grammar import buildDescription
 from endpointkit._lookup import parseDescription
 from endpointkit._schema import Parsed
+from endpointkit._wrapping import PassThroughProtocol
+from endpointkit.deadline import connectWithTimeout
+from endpointkit.limit import LimitingFactory
+
+__all__ = ["RelayFactory", "RelayService", "RelayStats", "describeAddress",
+           "describeListening"]
 
 log = Logger(namespace="endpointkit.relay")
 
@@ -58,15 +73,14 @@ How much one read takes from a socket on the general path, and how much a
 transport buffers before it pauses the other side (per direction).
 """
 
-DEMO_LISTEN = "tcp:8000:interface=127.0.0.1"
-DEMO_BACKEND = "memory:endpointkit-relay-demo"
-
 
 @dataclass
 class RelayStats:
     """
     Counters of one relay service.
 
+    @ivar refused: connections refused over C{maxConnections}.
+    @ivar timedOut: relays closed after C{idleTimeout} without bytes.
     @ivar up: bytes from accepted clients to the backend.
     @ivar down: bytes from the backend to accepted clients.
     """
@@ -78,6 +92,7 @@ class RelayStats:
     spliced: int = 0
     up: int = 0
     down: int = 0
+    timedOut: int = 0
 
     def line(self) -> str:
         """
@@ -85,7 +100,7 @@ class RelayStats:
         """
         return (f"relay stats: open={self.open} total={self.total} "
                 f"failed={self.failed} refused={self.refused} spliced={self.spliced} "
-                f"up={_size(self.up)} down={_size(self.down)}")
+                f"idle={self.timedOut} up={_size(self.up)} down={_size(self.down)}")
 
 
 def _size(n: int) -> str:
@@ -119,36 +134,43 @@ def describeAddress(address: IAddress | None) -> str:
 _DONE: Failure = _Failure(ConnectionDone())
 
 
-def _passThrough() -> tuple[type, ...]:
-    try:
-        from endpointkit.lifecycle import TrackingProtocol
-    except ImportError:
-        return ()
-    return (TrackingProtocol,)
-
-
-_PASS_THROUGH = _passThrough()
-"""
-Protocol wrappers that only pass bytes through (and count or track the
-connection): a relay end behind one still owns a plain socket.
-"""
-
-
-def _kernelOf(transport: Any) -> Any:
+def _kernelOf(transport: Any, touches: list[Callable[[], None]] | None = None) -> Any:
     """
-    The plain kernel socket transport under C{transport} (seeing through
-    pass-through wrappers), with a bigger read size; or L{None} when TLS or
-    another layer that changes the bytes sits in between.
+    The plain kernel socket transport under C{transport}, seeing through
+    pass-through wrappers (lifecycle's tracking, C{limit:}'s caps), with a
+    bigger read size; or L{None} when TLS or another layer that changes the
+    bytes sits in between.
+
+    @param touches: gets the C{resetTimeout} of each wrapper with an idle
+        timer on the way, for the relay to call as bytes move (spliced bytes
+        never pass through the wrapper).
     """
-    for _ in range(4):
+    for _ in range(6):
         if _splice.isKernelTransport(transport):
             transport.bufferSize = READ_SIZE
             return transport
-        if not isinstance(transport, _PASS_THROUGH):
+        if not isinstance(transport, PassThroughProtocol):
             return None
+        if touches is not None and isinstance(transport, TimeoutMixin):
+            touches.append(transport.resetTimeout)
         wrapper: Any = transport
         transport = wrapper.transport
     return None
+
+
+def _whyNotKernel(transport: Any) -> str:
+    """
+    Why C{transport} is not a plain socket the splice path can take, for
+    the log.
+    """
+    for _ in range(6):
+        if not isinstance(transport, PassThroughProtocol):
+            break
+        wrapper: Any = transport
+        transport = wrapper.transport
+    if isinstance(transport, _splice.KERNEL_TRANSPORTS):
+        return "its socket had bytes queued or was closing"
+    return f"its transport is a {type(transport).__name__}, not a plain socket"
 
 
 class _End(Protocol):
@@ -168,8 +190,7 @@ class _End(Protocol):
         self.kernel: Any = None
 
     def dataReceived(self, data: bytes) -> None:
-        relay = self.relay
-        relay.count(self.index, len(data))
+        self.relay.count(self.index, len(data))
         peer = self.peer
         if peer is None:
             self.pending.append(data)
@@ -227,9 +248,9 @@ class _ClientEnd(_End):
     def connectionMade(self) -> None:
         transport: Any = self.transport
         transport.pauseProducing()
-        self.kernel = _kernelOf(transport)
-        self.relay = Relay(self.factory, self)
-        self.relay.start()
+        relay = self.relay = Relay(self.factory, self)
+        self.kernel = _kernelOf(transport, relay.touches)
+        relay.start()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -248,15 +269,6 @@ class _BackendEnd(_End):
         self.kernel = _kernelOf(self.transport)
 
 
-class _Refused(Protocol):
-    """
-    A connection over the cap: closed as soon as it is accepted.
-    """
-
-    def connectionMade(self) -> None:
-        self.transport.loseConnection()  # type: ignore[union-attr]
-
-
 class _BackendFactory(Factory):
     noisy = False
 
@@ -267,48 +279,19 @@ class _BackendFactory(Factory):
         return _BackendEnd(self.relay)
 
 
-def _connect(reactor: Any, endpoint: IStreamClientEndpoint, factory: Factory,
-             timeout: float) -> Deferred[Any]:
-    try:
-        from endpointkit.deadline import connectWithTimeout
-    except ImportError:
-        return _connectWithCancel(reactor, endpoint, factory, timeout)
-    d: Deferred[Any] = connectWithTimeout(endpoint, factory, timeout, clock=reactor)
-    return d
-
-
-def _connectWithCancel(reactor: Any, endpoint: IStreamClientEndpoint, factory: Factory,
-                       timeout: float) -> Deferred[Any]:
-    from twisted.internet.error import TimeoutError
-
-    d = endpoint.connect(factory)
-    timedOut = []
-
-    def expire() -> None:
-        timedOut.append(True)
-        d.cancel()
-
-    call = reactor.callLater(timeout, expire)
-
-    def done(result: Any) -> Any:
-        if call.active():
-            call.cancel()
-        if timedOut and isinstance(result, Failure) and _checks(result, defer.CancelledError):
-            return _Failure(TimeoutError(f"no connection within {timeout:g} s"))  # type: ignore[no-untyped-call]
-        return result
-
-    d.addBoth(done)
-    return d
-
-
-def _checks(failure: Failure, kind: type[BaseException]) -> bool:
-    return isinstance(failure.value, kind)
-
-
 def _reason(failure: Failure) -> str:
     value = failure.value
     text = str(value).strip() or type(value).__name__
     return text.rstrip(".")
+
+
+def _abort(end: _End) -> None:
+    transport: Any = end.transport
+    abort = getattr(transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.loseConnection()
 
 
 class Relay:
@@ -323,25 +306,25 @@ class Relay:
         self.connecting: Deferred[Any] | None = None
         self.splicer: _splice.Splicer | None = None
         self.finished = False
-        self.lastActive = 0.0
-        self.idleCall: IDelayedCall | None = None
-        self.peer = describeAddress(client.transport.getPeer())  # type: ignore[union-attr]
+        self.touches: list[Callable[[], None]] = []
+
+    @property
+    def peer(self) -> str:
+        """
+        The client's address, for log lines.
+        """
+        return describeAddress(self.client.transport.getPeer())  # type: ignore[union-attr]
 
     def start(self) -> None:
         factory = self.factory
         factory.relays.add(self)
-        factory.stats.open += 1
-        factory.stats.total += 1
-        self.touch()
-        if factory.idleTimeout:
-            self.idleCall = factory.reactor.callLater(factory.idleTimeout, self._checkIdle)
-        d = _connect(factory.reactor, factory.connectEndpoint, _BackendFactory(self),
-                     factory.connectTimeout)
+        stats = factory.stats
+        stats.open += 1
+        stats.total += 1
+        d = connectWithTimeout(factory.connectEndpoint, _BackendFactory(self),
+                               factory.connectTimeout, clock=factory.reactor)
         self.connecting = d
         d.addCallbacks(self._connected, self._connectFailed)
-
-    def touch(self) -> None:
-        self.lastActive = self.factory.reactor.seconds()
 
     def count(self, direction: int, n: int) -> None:
         stats = self.factory.stats
@@ -349,18 +332,8 @@ class Relay:
             stats.up += n
         else:
             stats.down += n
-        if self.idleCall is not None:
-            self.touch()
-
-    def _checkIdle(self) -> None:
-        self.idleCall = None
-        idle = self.factory.idleTimeout
-        elapsed = self.factory.reactor.seconds() - self.lastActive
-        if elapsed >= idle:
-            log.info("relay: closing {peer}: idle for {idle:g} s", peer=self.peer, idle=idle)
-            self.abort()
-        else:
-            self.idleCall = self.factory.reactor.callLater(idle - elapsed, self._checkIdle)
+        for touch in self.touches:
+            touch()
 
     def _connected(self, protocol: Any) -> None:
         self.connecting = None
@@ -397,17 +370,21 @@ class Relay:
 
     def _trySplice(self, client: _ClientEnd, backend: _BackendEnd) -> bool:
         factory = self.factory
-        if not factory.splice or backend.pending or backend.readClosed:
+        if not factory.splice:
             return False
-        if not (client.kernel is not None and backend.kernel is not None
-                and _splice.isKernelTransport(client.kernel)
-                and _splice.isKernelTransport(backend.kernel)):
+        if backend.pending or backend.readClosed:
+            factory.noteCopying("the backend had already sent bytes when it connected")
             return False
+        for end, side in ((client, "accepted"), (backend, "backend")):
+            if end.kernel is None or not _splice.isKernelTransport(end.kernel):
+                factory.noteCopying(f"the {side} connection cannot be spliced: "
+                                    f"{_whyNotKernel(end.transport)}")
+                return False
         try:
             splicer = _splice.Splicer(factory.reactor, client.kernel, backend.kernel,
-                                      self.count)
+                                      self.count, factory.pipes)
         except OSError as e:
-            log.warn("relay: splice unavailable ({reason}); copying instead", reason=e)
+            factory.noteCopying(f"splice is unavailable ({e})")
             return False
         self.splicer = splicer
         factory.stats.spliced += 1
@@ -416,7 +393,7 @@ class Relay:
 
     def _connectFailed(self, failure: Failure) -> None:
         self.connecting = None
-        if _checks(failure, defer.CancelledError) and self.client.lost:
+        if isinstance(failure.value, defer.CancelledError) and self.client.lost:
             return
         self.factory.stats.failed += 1
         log.warn("relay: could not connect {peer} to {target}: {reason}",
@@ -439,13 +416,22 @@ class Relay:
             transport.loseConnection()
 
     def endLost(self, end: _End, reason: Failure) -> None:
+        """
+        C{end}'s connection is gone: a clean close closes the other side
+        after flushing, anything else (a reset, an abort, an error) aborts
+        it.
+        """
+        clean = isinstance(reason.value, ConnectionDone)
         if self.splicer is not None and not self.splicer.finished:
-            self.splicer.transportGone(end.kernel)
+            self.splicer.transportGone(end.kernel, clean)
         if end is self.client and self.connecting is not None:
             self.connecting.cancel()
         other = end.peer
         if other is not None and not other.lost:
-            other.transport.loseConnection()  # type: ignore[union-attr]
+            if clean:
+                other.transport.loseConnection()  # type: ignore[union-attr]
+            else:
+                _abort(other)
         if self.client.lost and (self.backend is None or self.backend.lost):
             self._finish()
 
@@ -453,9 +439,6 @@ class Relay:
         if self.finished:
             return
         self.finished = True
-        if self.idleCall is not None and self.idleCall.active():
-            self.idleCall.cancel()
-        self.idleCall = None
         factory = self.factory
         factory.relays.discard(self)
         factory.stats.open -= 1
@@ -472,7 +455,7 @@ class Relay:
             self.connecting.cancel()
         for end in (self.client, self.backend):
             if end is not None and not end.lost and end.transport is not None:
-                end.transport.abortConnection()  # type: ignore[attr-defined]
+                _abort(end)
 
     def buffered(self) -> int:
         """
@@ -491,6 +474,9 @@ class Relay:
 class RelayFactory(ServerFactory):
     """
     Builds a relay for each accepted connection, to C{connectEndpoint}.
+
+    @ivar pipes: the spliced relays' pipes, kept for reuse (closed by
+        L{close}).
     """
 
     protocol = _ClientEnd
@@ -498,26 +484,30 @@ class RelayFactory(ServerFactory):
 
     def __init__(self, reactor: Any, connectEndpoint: IStreamClientEndpoint,
                  connectDescription: str, *, connectTimeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 idleTimeout: float = 0.0, maxConnections: int = 0,
                  splice: bool = True) -> None:
         self.reactor = reactor
         self.connectEndpoint = connectEndpoint
         self.connectDescription = connectDescription
         self.connectTimeout = connectTimeout
-        self.idleTimeout = idleTimeout
-        self.maxConnections = maxConnections
         self.splice = splice and _splice.spliceAvailable()
         self.stats = RelayStats()
         self.relays: set[Relay] = set()
+        self.pipes = _splice.PipePool()
         self._idleWaiters: list[Deferred[None]] = []
+        self._notedCopying = False
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
-        if self.maxConnections and self.stats.open >= self.maxConnections:
-            self.stats.refused += 1
-            log.warn("relay: refusing {peer}: {n} connections open (the limit)",
-                     peer=describeAddress(addr), n=self.stats.open)
-            return _Refused()
         return _ClientEnd(self)
+
+    def noteCopying(self, why: str) -> None:
+        """
+        A relay is copied although splice is on: say why, once.
+        """
+        if self._notedCopying:
+            return
+        self._notedCopying = True
+        log.info("relay: copying through Python, not splicing: {why} "
+                 "(said once; other relays may splice)", why=why)
 
     def relayFinished(self) -> None:
         if not self.relays:
@@ -541,18 +531,54 @@ class RelayFactory(ServerFactory):
         """
         return sum(relay.buffered() for relay in self.relays)
 
+    def close(self) -> None:
+        """
+        Close the pipes kept for reuse.
+        """
+        self.pipes.close()
 
-def _listen(description: str, factory: RelayFactory, reactor: Any) -> Deferred[Any]:
+
+_SPLICEABLE_SERVERS = frozenset({"tcp", "tcp4", "tcp6", "unix", "reuseport", "adopt",
+                                 "systemd"})
+_SPLICEABLE_CLIENTS = frozenset({"tcp", "tcp4", "tcp6", "unix", "timeout", "hostname"})
+_PASS_THROUGH_SERVERS = frozenset({"limit", "multi"})
+
+
+def _plain(parsed: Parsed, plain: frozenset[str]) -> str | None:
     """
-    Listen with L{endpointkit.lifecycle.listen} (clear errors, a port that
-    tracks its connections) when it is there, else with the endpoint.
+    L{None} when C{parsed} makes plain socket connections (what splice can
+    take), else the prefix that does not.
     """
-    try:
-        from endpointkit.lifecycle import listen
-    except ImportError:
-        endpoint = parseDescription(description, "server").build(reactor)
-        return defer.maybeDeferred(endpoint.listen, factory)
-    return listen(description, factory, reactor)
+    if parsed.prefix in plain:
+        return None
+    if parsed.prefix in _PASS_THROUGH_SERVERS | {"timeout"}:
+        for value in parsed.values.values():
+            members = value if isinstance(value, tuple) else (value,)
+            for member in members:
+                if isinstance(member, Parsed):
+                    inner = _plain(member, plain)
+                    if inner is not None:
+                        return inner
+        return None
+    return parsed.prefix
+
+
+def splicePath(listen: Parsed, connect: Parsed, splice: bool) -> str:
+    """
+    Which path a relay from C{listen} to C{connect} takes, and why when it
+    cannot splice, as the start-up log says it.
+    """
+    if not splice:
+        return "copying through Python (splice off)"
+    if not _splice.spliceAvailable():
+        return "copying through Python (os.splice is not available here)"
+    for parsed, plain, side in ((listen, _SPLICEABLE_SERVERS, "listen"),
+                                (connect, _SPLICEABLE_CLIENTS, "connect")):
+        prefix = _plain(parsed, plain)
+        if prefix is not None:
+            return (f"copying through Python ({prefix}: on the {side} side does not "
+                    f"hand over plain sockets)")
+    return "splice (zero-copy)"
 
 
 class RelayService(Service):
@@ -560,6 +586,11 @@ class RelayService(Service):
     An C{IService} that relays every connection accepted on C{listen} to
     C{connect}.  Stopping it stops accepting, lets live relays finish for up
     to C{drainTimeout} seconds, then aborts what is left.
+
+    @param maxConnections: most relays open at once (0: no limit); over it a
+        new connection is refused by C{limit:}'s machinery.
+    @param idleTimeout: seconds without bytes either way before a relay is
+        aborted (0: never), C{limit:}'s idle timer.
     """
 
     def __init__(self, listen: str, connect: str, *,
@@ -579,8 +610,13 @@ class RelayService(Service):
         self.statsInterval = statsInterval
         self.factory = RelayFactory(
             reactor, self.connectParsed.build(reactor), str(self.connectParsed),
-            connectTimeout=connectTimeout, idleTimeout=idleTimeout,
-            maxConnections=maxConnections, splice=splice)
+            connectTimeout=connectTimeout, splice=splice)
+        self.limits: LimitingFactory | None = None
+        if maxConnections or idleTimeout:
+            self.limits = LimitingFactory(self.factory, maxConnections or None,
+                                          idle=idleTimeout or None, clock=reactor)
+            self.limits.noisy = False
+        self.path = splicePath(self.listenParsed, self.connectParsed, self.factory.splice)
         self.port: IListeningPort | None = None
         self.listening: Deferred[IListeningPort] = Deferred()
         self._stats: LoopingCall | None = None
@@ -588,18 +624,27 @@ class RelayService(Service):
 
     @property
     def stats(self) -> RelayStats:
-        return self.factory.stats
+        """
+        The counters, with the refusals and idle closes of the caps.
+        """
+        stats = self.factory.stats
+        if self.limits is not None:
+            stats.refused = self.limits.rejected
+            stats.timedOut = self.limits.timedOut
+        return stats
 
     def startService(self) -> None:
+        from endpointkit import listen
+
         _Service.startService(self)
-        d = _listen(self.listenDescription, self.factory, self.reactor)
+        d: Deferred[Any] = listen(self.listenDescription, self.limits or self.factory,
+                                  self.reactor)
 
         def listening(port: IListeningPort) -> IListeningPort:
             self.port = port
-            log.info("relay: listening on {listen}, relaying to {connect}{how}",
+            log.info("relay: listening on {listen}, relaying to {connect} by {path}",
                      listen=describeListening(self.listenParsed, port),
-                     connect=self.factory.connectDescription,
-                     how="" if self.factory.splice else " (splice off)")
+                     connect=self.factory.connectDescription, path=self.path)
             if self.statsInterval:
                 self._stats = LoopingCall(self.logStats)
                 self._stats.clock = self.reactor
@@ -613,7 +658,7 @@ class RelayService(Service):
         """
         Log the one-line stats summary.
         """
-        log.info("{line}", line=self.factory.stats.line())
+        log.info("{line}", line=self.stats.line())
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
@@ -634,7 +679,8 @@ class RelayService(Service):
             for relay in list(factory.relays):
                 relay.abort()
             yield _within(self.reactor, factory.whenIdle(), 5.0)
-        log.info("{line}", line=factory.stats.line())
+        factory.close()
+        log.info("{line}", line=self.stats.line())
 
 
 def describeListening(parsed: Parsed, port: IListeningPort) -> str:
@@ -667,320 +713,3 @@ def _within(reactor: Any, d: Deferred[None], timeout: float) -> Deferred[None]:
 
     d.addBoth(fired)
     return result
-
-
-# Options, shared by the command and the twistd plugin.
-
-
-def _seconds(name: str, allowZero: bool) -> Callable[[str], float]:
-    from endpointkit._kinds import Invalid, Seconds
-
-    def convert(text: str) -> float:
-        try:
-            value: float = Seconds(allowZero).convert(text)
-        except Invalid:
-            expected = Seconds(allowZero).expected
-            raise usage.UsageError(f"--{name} must be {expected}, got {text!r}") from None
-        return value
-
-    return convert
-
-
-def _count(text: str) -> int:
-    if not text.isdigit() or len(text) > 9:
-        raise usage.UsageError(
-            f"--max-connections must be a whole number, 0 for no limit, got {text!r}")
-    return int(text)
-
-
-class Options(usage.Options):
-    """
-    The relay's options: C{endpointkit relay [options] LISTEN CONNECT}, or
-    C{--listen} and C{--connect} (the twistd plugin's form).
-    """
-
-    synopsis = ("Usage: endpointkit relay [options] LISTEN CONNECT\n"
-                "   or: twistd -n endpointkit-relay [options] --listen LISTEN --connect CONNECT")
-    longdesc = ("Accept connections on the server description LISTEN and relay each "
-                "one to the client description CONNECT, both ways.  "
-                "Example: endpointkit relay tcp:8080:interface=127.0.0.1 "
-                "unix:/run/app.sock")
-
-    optFlags = [
-        ["no-splice", None, "Copy bytes through Python even where splice could move them."],
-        ["demo", None, "Relay to a built-in demo backend (echo and HTTP) on memory:; "
-                       f"LISTEN defaults to {DEMO_LISTEN}."],
-    ]
-    optParameters = [
-        ["listen", "l", None, "The server description to accept connections on."],
-        ["connect", "c", None, "The client description to connect each one to."],
-        ["connect-timeout", None, DEFAULT_CONNECT_TIMEOUT,
-         "Seconds to wait for the backend connection.", _seconds("connect-timeout", False)],
-        ["max-connections", None, 0,
-         "Most relayed connections open at once (0: no limit).", _count],
-        ["idle-timeout", None, 0.0,
-         "Close a relay after this many seconds with no bytes either way (0: never).",
-         _seconds("idle-timeout", True)],
-        ["drain-timeout", None, DEFAULT_DRAIN_TIMEOUT,
-         "On stop, seconds to let open relays finish before closing them.",
-         _seconds("drain-timeout", True)],
-        ["stats-interval", None, 0.0,
-         "Log a one-line stats summary every this many seconds (0: never).",
-         _seconds("stats-interval", True)],
-    ]
-
-    def parseArgs(self, *args: str) -> None:
-        if len(args) > 2:
-            raise usage.UsageError(f"too many arguments: {' '.join(args[2:])}")
-        if len(args) >= 1:
-            self._positional("listen", args[0])
-        if len(args) == 2:
-            self._positional("connect", args[1])
-
-    def _positional(self, name: str, value: str) -> None:
-        if self[name] is not None:
-            raise usage.UsageError(f"{name} is given twice (--{name} and as an argument)")
-        self[name] = value
-
-    def postOptions(self) -> None:
-        if self["demo"]:
-            if self["connect"] is not None:
-                raise usage.UsageError("--demo relays to its own backend; give no CONNECT")
-            if self["listen"] is None:
-                self["listen"] = DEMO_LISTEN
-            self["connect"] = DEMO_BACKEND
-        if self["listen"] is None or self["connect"] is None:
-            missing = "LISTEN and CONNECT" if self["listen"] is None else "CONNECT"
-            raise usage.UsageError(f"missing {missing} (server and client descriptions)")
-        for name, side in (("listen", "server"), ("connect", "client")):
-            try:
-                parseDescription(self[name], side)  # type: ignore[arg-type]
-            except DescriptionError as e:
-                raise usage.UsageError(f"{name}: {e}") from None
-
-
-def serviceFromOptions(options: Options, reactor: Any = None) -> RelayService:
-    """
-    The relay service the options describe.
-    """
-    return RelayService(
-        options["listen"], options["connect"],
-        connectTimeout=options["connect-timeout"],
-        maxConnections=options["max-connections"],
-        idleTimeout=options["idle-timeout"],
-        drainTimeout=options["drain-timeout"],
-        statsInterval=options["stats-interval"],
-        splice=not options["no-splice"],
-        reactor=reactor)
-
-
-def makeService(options: Options) -> Service:
-    """
-    The twistd plugin's service: the relay, plus the demo backend with
-    C{--demo}.
-    """
-    from twisted.application.service import MultiService
-
-    relay = serviceFromOptions(options)
-    if not options["demo"]:
-        return relay
-    top: Any = MultiService()  # type: ignore[no-untyped-call]
-    demo: Any = DemoBackendService(DEMO_BACKEND)
-    demo.setServiceParent(top)
-    service: Any = relay
-    service.setServiceParent(top)
-    result: Service = top
-    return result
-
-
-# The demo backend: echo for anything, HTTP for what looks like a request.
-
-
-class _DemoProtocol(Protocol):
-    """
-    Echoes what it receives, except that a connection starting with an
-    HTTP request line gets a small HTTP response.
-    """
-
-    def __init__(self) -> None:
-        self.buffer = b""
-        self.mode: str | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        transport: Any = self.transport
-        if self.mode == "echo":
-            transport.write(data)
-            return
-        if self.mode == "http":
-            self.buffer += data
-            self._http()
-            return
-        self.buffer += data
-        line, found, _ = self.buffer.partition(b"\n")
-        if not found and len(self.buffer) < 8192:
-            return
-        words = line.strip().split(b" ")
-        if len(words) == 3 and words[2].startswith(b"HTTP/1.") and words[0].isupper():
-            self.mode = "http"
-            self._http()
-        else:
-            self.mode = "echo"
-            data, self.buffer = self.buffer, b""
-            transport.write(data)
-
-    def _http(self) -> None:
-        transport: Any = self.transport
-        while b"\r\n\r\n" in self.buffer or b"\n\n" in self.buffer:
-            head, _, self.buffer = self.buffer.replace(b"\r\n", b"\n").partition(b"\n\n")
-            request = head.split(b"\n", 1)[0].decode("latin-1")
-            body = (f"hello from the endpointkit relay demo backend\n"
-                    f"you asked for: {request}\n").encode()
-            transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            if b"connection: close" in head.lower() or request.endswith("HTTP/1.0"):
-                transport.loseConnection()
-                return
-        if len(self.buffer) > 65536:
-            transport.loseConnection()
-
-
-class DemoBackendService(Service):
-    """
-    The demo backend, listening on C{description} (a C{memory:} name).
-    """
-
-    def __init__(self, description: str, reactor: Any = None) -> None:
-        self.description = description
-        self.reactor = reactor
-        self.port: IListeningPort | None = None
-        self.listening: Deferred[IListeningPort] = Deferred()
-
-    def startService(self) -> None:
-        _Service.startService(self)
-        reactor = self.reactor
-        if reactor is None:
-            from twisted.internet import reactor as reactor
-        endpoint = parseDescription(self.description, "server").build(reactor)
-        factory = Factory.forProtocol(_DemoProtocol)
-        factory.noisy = False
-        d = endpoint.listen(factory)
-
-        def listening(port: IListeningPort) -> IListeningPort:
-            self.port = port
-            return port
-
-        d.addCallback(listening)
-        d.chainDeferred(self.listening)
-
-    def stopService(self) -> Any:
-        _Service.stopService(self)
-        if self.port is not None:
-            port, self.port = self.port, None
-            return port.stopListening()
-        return None
-
-
-# The command.
-
-
-@implementer(ILogObserver)
-class _LineObserver:
-    """
-    Log events as one readable line each: time, level, text.
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        from twisted.logger import formatEvent
-
-        text = formatEvent(event)
-        failure = event.get("log_failure")
-        if failure is not None:
-            text = f"{text}: {failure.getErrorMessage()}" if text else failure.getTraceback()
-        level = event.get("log_level")
-        name = getattr(level, "name", "info")
-        stamp = time.strftime("%H:%M:%S", time.localtime(event.get("log_time", time.time())))
-        self.stream.write(f"{stamp} {name:<5} {text}\n")
-        self.stream.flush()
-
-
-def main(argv: Sequence[str], reactor: Any = None) -> int:
-    """
-    C{endpointkit relay ARGS...}: run a relay until SIGTERM or SIGINT, then
-    drain and exit 0.  Returns the exit status.
-    """
-    options: Any = Options()  # type: ignore[no-untyped-call]
-    try:
-        options.parseOptions(list(argv))
-    except usage.UsageError as e:
-        sys.stderr.write(f"endpointkit relay: {e}\n")
-        sys.stderr.write("usage: endpointkit relay [options] LISTEN CONNECT (--help for more)\n")
-        return 2
-    except SystemExit as e:  # --help
-        return int(e.code or 0)
-
-    from twisted.logger import globalLogBeginner
-
-    observer: Any = _LineObserver(sys.stderr)
-    globalLogBeginner.beginLoggingTo([observer],
-                                     redirectStandardIO=False)
-    if reactor is None:
-        from twisted.internet import reactor as reactor
-    status = [0]
-    demo: DemoBackendService | None = None
-    try:
-        if options["demo"]:
-            demo = DemoBackendService(DEMO_BACKEND, reactor)
-        service = serviceFromOptions(options, reactor)
-    except DescriptionError as e:
-        sys.stderr.write(f"endpointkit relay: {e}\n")
-        return 2
-
-    def fail(failure: Failure) -> None:
-        reason = _reason(failure)
-        if not reason.startswith("listen "):
-            reason = f"could not listen on {service.listenParsed}: {reason}"
-        log.error("relay: {reason}", reason=reason)
-        status[0] = 1
-        if reactor.running:
-            reactor.stop()
-
-    def started(port: IListeningPort) -> None:
-        if options["demo"]:
-            where = describeListening(service.listenParsed, port)
-            address = port.getHost()
-            host = getattr(address, "host", "127.0.0.1")
-            number = getattr(address, "port", 8000)
-            sys.stderr.write(
-                f"\nendpointkit relay demo: {where} -> {DEMO_BACKEND}\n"
-                f"  try:  curl http://{host}:{number}/\n"
-                f"        nc {host} {number}     (type a line: it comes back)\n"
-                f"  stop: Ctrl-C\n\n")
-            sys.stderr.flush()
-
-    def start() -> None:
-        try:
-            if demo is not None:
-                demo.startService()
-                demo.listening.addErrback(fail)
-            service.startService()
-        except DescriptionError as e:
-            fail(_Failure(e))
-            return
-        service.listening.addCallbacks(started, fail)
-
-    def stop() -> Deferred[None] | None:
-        result: Deferred[None] | None = None
-        if service.running:
-            result = defer.maybeDeferred(service.stopService)
-        if demo is not None and demo.running:
-            stopped = defer.maybeDeferred(demo.stopService)
-            result = stopped if result is None else result.addBoth(lambda _: stopped)
-        return result
-
-    reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger("before", "shutdown", stop)
-    reactor.run()
-    return status[0]

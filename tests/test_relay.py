@@ -38,14 +38,8 @@ from zope.interface import implementer
 
 from endpointkit import _splice
 from endpointkit._grammar import buildDescription
-from endpointkit.relay import (
-    DEMO_BACKEND,
-    Options,
-    RelayService,
-    RelayStats,
-    describeAddress,
-    main,
-)
+from endpointkit._relaycli import DEMO_BACKEND, Options, main
+from endpointkit.relay import RelayService, RelayStats, describeAddress
 from tests._support import (
     PYTHON,
     fileDescriptorNumbers,

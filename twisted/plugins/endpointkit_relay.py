@@ -7,8 +7,8 @@ runs it.
 from twisted.application.service import ServiceMaker
 
 endpointkitRelay = ServiceMaker(  # type: ignore[no-untyped-call]
-    "endpointkit relay",
-    "endpointkit.relay",
+    "endpointkit._relaycli",
+    "endpointkit._relaycli",
     "Relay connections from any server endpoint to any client endpoint.",
-    "endpointkit-relay",
+    "endpointkit._relaycli",
 )
