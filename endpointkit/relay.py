@@ -232,6 +232,20 @@ class _End(Protocol):
         self.lost = True
         self.relay.endLost(self, reason)
 
+    # The producer the other side's transport is given: pausing and resuming
+    # go to this side's transport, and stopping is left to the relay (a
+    # transport stops its producer with a clean close when it is lost, and
+    # a reset must be passed on as a reset).
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def stopProducing(self) -> None:
+        pass
+
 
 @implementer(IHalfCloseableProtocol)
 class _ClientEnd(_End):
@@ -347,8 +361,8 @@ class Relay:
             return
         ct: Any = client.transport
         bt: Any = backend.transport
-        ct.registerProducer(bt, True)
-        bt.registerProducer(ct, True)
+        ct.registerProducer(backend, True)
+        bt.registerProducer(client, True)
         pending, backend.pending = backend.pending, []
         for data in pending:
             ct.write(data)

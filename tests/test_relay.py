@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -258,6 +259,57 @@ def _exchange(sock: socket.socket, seed: int, total: int, results: dict[str, Any
     results[f"{name}-got"] = reader["got"]
 
 
+def _reset(sock: socket.socket) -> None:
+    """
+    Close C{sock} with a reset (RST) rather than a clean end of stream.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _outcome(sock: socket.socket, seconds: float = WAIT) -> tuple[str, int]:
+    """
+    Read C{sock} to its end: C{("eof", n)} for a clean end of stream after
+    C{n} bytes, C{("reset", n)} for a reset.
+    """
+    sock.settimeout(seconds)
+    count = 0
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except (ConnectionResetError, BrokenPipeError):
+            return "reset", count
+        if not data:
+            return "eof", count
+        count += len(data)
+
+
+def _waitReset(sock: socket.socket, seconds: float = 5.0) -> bool:
+    """
+    Whether a reset reaches C{sock} (which has read its end of stream
+    already, so that C{recv} no longer reports errors) within C{seconds}:
+    the socket's pending error, or its TCP state turning to CLOSE.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            return True
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 7:  # TCP_CLOSE
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _cpuSeconds(pid: int) -> float:
+    """
+    The user and system CPU time process C{pid} has used so far.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+
 def _vmRSS(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -459,6 +511,193 @@ class RelayTestsMixin:
         self.assertEqual(service.stats.open, 0)
         self.assertPath(service, 1)
 
+    # A half-close does not keep the finished side in the read set.
+
+    async def test_halfCloseStopsReading(self) -> None:
+        """
+        Once the client has half-closed and the backend has seen it, the
+        relay no longer watches the client's socket for reading; the reply
+        that comes later is still delivered.
+        """
+        backend, target = await self.echoBackend(echo=False)
+        service = await self.relay("tcp:0:interface=127.0.0.1", target)
+        client = await self.connect(service, Recorder())
+        client.transport.write(b"request")  # type: ignore[union-attr]
+        await until(lambda: bool(backend.protocols) and bytes(backend.protocols[0].received)
+                    == b"request", "the request")
+        client.transport.loseWriteConnection()  # type: ignore[union-attr]
+        await within(backend.protocols[0].eof)
+        (relay,) = service.factory.relays
+        fd = relay.client.kernel.fileno()
+        await task.deferLater(_reactor, 0.1, lambda: None)
+        self.assertNotIn(fd, [r.fileno() for r in _reactor.getReaders()])
+        backend.protocols[0].transport.write(b"reply")  # type: ignore[union-attr]
+        backend.protocols[0].transport.loseConnection()  # type: ignore[union-attr]
+        await within(client.lost)
+        self.assertEqual(bytes(client.received), b"reply")
+        self.assertPath(service, 1)
+
+    async def test_halfCloseIdleCPU(self) -> None:
+        """
+        A relay process that waits 2.5 s for a reply after the client's
+        half-close uses (almost) no CPU meanwhile, and delivers the reply.
+        """
+        server, relay, port = self.relayProcessToSocket()
+
+        def exchange() -> tuple[float, bytes]:
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+                sock.sendall(b"request")
+                sock.shutdown(socket.SHUT_WR)
+                while True:
+                    conn, _ = server.accept()
+                    conn.settimeout(WAIT)
+                    try:
+                        first = conn.recv(7)
+                    except OSError:
+                        first = b""
+                    if first:
+                        break
+                    conn.close()  # the readiness probe
+                with conn:
+                    while conn.recv(65536):
+                        pass
+                    before = _cpuSeconds(relay.process.pid)
+                    time.sleep(2.5)
+                    used = _cpuSeconds(relay.process.pid) - before
+                    conn.sendall(b"the reply")
+                reply = b""
+                while chunk := sock.recv(65536):
+                    reply += chunk
+                return used, reply
+
+        # Wait for the probe's relay to go; then the request.
+        used, reply = await within(threads.deferToThread(exchange), WAIT * 2)
+        self.assertEqual(reply, b"the reply")
+        self.assertLess(used, 0.3)
+        code, output = relay.stop()
+        self.assertEqual(code, 0, output)
+
+    # A reset is passed on as a reset.
+
+    async def rawPair(self) -> tuple[RelayService, socket.socket, socket.socket]:
+        """
+        A relay between two plain sockets of the test's: the client, and the
+        backend connection it accepted.
+        """
+        server = socket.socket()
+        self.addCleanup(server.close)  # type: ignore[attr-defined]
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(WAIT)
+        service = await self.relay("tcp:0:interface=127.0.0.1",
+                                   f"tcp:127.0.0.1:{server.getsockname()[1]}")
+        client = socket.create_connection(("127.0.0.1", self.relayAddress(service)),
+                                          timeout=WAIT)
+        self.addCleanup(client.close)  # type: ignore[attr-defined]
+        conn, _ = await within(threads.deferToThread(server.accept))
+        self.addCleanup(conn.close)  # type: ignore[attr-defined]
+        await until(lambda: service.factory.relays and all(
+            r.backend is not None for r in service.factory.relays), "the relay")
+        return service, client, conn
+
+    async def resetCase(self, resetterSide: str, state: str) -> None:
+        service, client, conn = await self.rawPair()
+        resetter, observer = (client, conn) if resetterSide == "client" else (conn, client)
+        if state == "idle":
+            resetter.sendall(b"ping")
+            self.assertEqual(await within(threads.deferToThread(observer.recv, 4)), b"ping")
+            _reset(resetter)
+            outcome, _ = await within(threads.deferToThread(_outcome, observer))
+            self.assertEqual(outcome, "reset")
+        elif state == "upload":
+            # Fill everything between the two (the observer does not read
+            # yet), then reset: the observer must not see a complete stream.
+            resetter.setblocking(False)
+            block = b"u" * 65536
+            sent = 0
+            deadline = time.monotonic() + WAIT
+            quiet = 0
+            while quiet < 10 and time.monotonic() < deadline:
+                try:
+                    sent += resetter.send(block)
+                    quiet = 0
+                except BlockingIOError:
+                    quiet += 1
+                    await task.deferLater(_reactor, 0.02, lambda: None)
+            self.assertGreater(sent, 0)
+            _reset(resetter)
+            outcome, received = await within(threads.deferToThread(_outcome, observer))
+            self.assertEqual(outcome, "reset")
+            self.assertLessEqual(received, sent)
+        else:
+            # The resetter half-closes first; the observer sees that end,
+            # then sends to a peer that has reset meanwhile.
+            resetter.sendall(b"done")
+            resetter.shutdown(socket.SHUT_WR)
+            outcome, received = await within(threads.deferToThread(_outcome, observer))
+            self.assertEqual((outcome, received), ("eof", 4))
+            _reset(resetter)
+            await task.deferLater(_reactor, 0.05, lambda: None)
+            observer.sendall(b"x" * 1000)
+            self.assertTrue(await within(threads.deferToThread(_waitReset, observer)))
+        await until(lambda: not service.factory.relays, "the relay to end")
+        self.assertPath(service, 1)
+
+    async def test_clientResetIdle(self) -> None:
+        """
+        A client that resets an idle relay: the backend sees a reset.
+        """
+        await self.resetCase("client", "idle")
+
+    async def test_clientResetMidUpload(self) -> None:
+        """
+        A client that resets in the middle of an upload: the backend sees a
+        reset, not a clean end after part of the data.
+        """
+        await self.resetCase("client", "upload")
+
+    async def test_clientResetAfterHalfClose(self) -> None:
+        """
+        A client that half-closes, then resets: the backend, writing its
+        reply, gets a reset.
+        """
+        await self.resetCase("client", "halfclose")
+
+    async def test_backendResetIdle(self) -> None:
+        """
+        A backend that resets an idle relay: the client sees a reset.
+        """
+        await self.resetCase("backend", "idle")
+
+    async def test_backendResetMidDownload(self) -> None:
+        """
+        A backend that resets in the middle of a download: the client sees
+        a reset, not a clean end after part of the data.
+        """
+        await self.resetCase("backend", "upload")
+
+    async def test_backendResetAfterHalfClose(self) -> None:
+        """
+        A backend that half-closes, then resets: the client, still sending,
+        gets a reset.
+        """
+        await self.resetCase("backend", "halfclose")
+
+    async def test_cleanCloseStaysClean(self) -> None:
+        """
+        A clean close after a burst is passed on as a clean end of stream,
+        after every byte.
+        """
+        service, client, conn = await self.rawPair()
+        payload = os.urandom(2 << 20)
+        outcome = threads.deferToThread(_outcome, conn)
+        await within(threads.deferToThread(client.sendall, payload))
+        client.close()
+        self.assertEqual(await within(outcome), ("eof", len(payload)))
+        conn.sendall(b"late")
+        conn.close()
+        await until(lambda: not service.factory.relays, "the relay to end")
+
     async def test_connectFailure(self) -> None:
         """
         When the backend refuses, the accepted connection is closed at once
@@ -553,8 +792,14 @@ class RelayTestsMixin:
         self.assertEqual(service.stats.open, 0)
         self.assertEqual(service.stats.total, 200)
         self.assertPath(service, 200)
-        await until(lambda: not fileDescriptorNumbers() - before,
+        # Empty pipes are kept for reuse (a bounded pool), until the
+        # service stops; nothing else is left.
+        pool = service.factory.pipes
+        await until(lambda: not fileDescriptorNumbers() - before - pool.fileDescriptors(),
                     "file descriptors to be closed")
+        self.assertEqual(fileDescriptorNumbers() - before - pool.fileDescriptors(), set())
+        self.assertLessEqual(len(pool.pipes), pool.size)
+        await within(defer.ensureDeferred(service.stopService()))
         self.assertEqual(fileDescriptorNumbers() - before, set())
 
     async def test_flowControlBoundsBuffers(self) -> None:
@@ -607,16 +852,41 @@ class RelayTestsMixin:
 
     async def test_idleTimeout(self) -> None:
         """
-        A relay with no bytes either way for the idle timeout is closed.
+        A relay with no bytes either way for the idle timeout is aborted
+        (both sides see a reset), and counted.
         """
-        events = captureLog(self)  # type: ignore[arg-type]
-        _backend, target = await self.echoBackend()
+        from twisted.internet.error import ConnectionDone
+
+        backend, target = await self.echoBackend()
         service = await self.relay("tcp:0:interface=127.0.0.1", target, idleTimeout=0.3)
         client = await self.connect(service, Recorder())
         client.transport.write(b"x")  # type: ignore[union-attr]
         await within(client.lost)
+        await within(backend.protocols[0].lost)
         self.assertEqual(bytes(client.received), b"x")
-        self.assertTrue(any("idle" in e.get("log_format", "") for e in events))
+        self.assertEqual(service.stats.timedOut, 1)
+        assert client.reason is not None and backend.protocols[0].reason is not None
+        self.assertFalse(client.reason.check(ConnectionDone))
+        self.assertFalse(backend.protocols[0].reason.check(ConnectionDone))
+        self.assertPath(service, 1)
+
+    async def test_idleTimeoutCountsSplicedBytes(self) -> None:
+        """
+        Bytes that keep moving keep a relay open past the idle timeout, on
+        either path (spliced bytes never pass through Python).
+        """
+        _backend, target = await self.echoBackend()
+        service = await self.relay("tcp:0:interface=127.0.0.1", target, idleTimeout=0.4)
+        client = await self.connect(service, Recorder())
+        for i in range(8):
+            client.transport.write(b"%d" % i)  # type: ignore[union-attr]
+            await task.deferLater(_reactor, 0.15, lambda: None)
+        self.assertFalse(client.lost.called)
+        self.assertEqual(bytes(client.received), b"01234567")
+        self.assertEqual(service.stats.timedOut, 0)
+        self.assertPath(service, 1)
+        await within(client.lost)
+        self.assertEqual(service.stats.timedOut, 1)
 
     async def test_maxConnections(self) -> None:
         """
@@ -632,6 +902,41 @@ class RelayTestsMixin:
         self.assertFalse(first.lost.called)
         self.assertEqual(len(backend.protocols), 1)
         self.assertEqual(service.stats.refused, 1)
+        self.assertPath(service, 1)
+        self.assertIn("refused=1", service.stats.line())
+
+    async def test_behindLimit(self) -> None:
+        """
+        C{limit:} around the listen description keeps the splice path.
+        """
+        _backend, target = await self.echoBackend()
+        listen = buildDescription("limit", endpoint="tcp:0:interface=127.0.0.1", max=10)
+        service = await self.relay(listen, target)
+        self.assertTrue(await self.roundTrip(service))
+        self.assertPath(service, 1)
+
+    async def test_pathLogged(self) -> None:
+        """
+        The start-up line says which path the relay takes, and why when it
+        cannot splice.
+        """
+        from twisted.logger import formatEvent
+
+        events = captureLog(self)  # type: ignore[arg-type]
+        _backend, target = await self.echoBackend()
+        listen = buildDescription("limit", endpoint="tcp:0:interface=127.0.0.1", max=10)
+        await self.relay(listen, target)
+        await self.relay("tcp:0:interface=127.0.0.1", "memory:nothing-here")
+        lines = [formatEvent(e) for e in events
+                 if e.get("log_format", "").startswith("relay: listening")]
+        self.assertEqual(len(lines), 2)
+        if self.splice:
+            self.assertIn("by splice", lines[0])
+        else:
+            self.assertIn("splice off", lines[0])
+        self.assertIn("copying", lines[1])
+        if self.splice:
+            self.assertIn("memory:", lines[1])
 
     async def test_gracefulStop(self) -> None:
         """
@@ -1032,7 +1337,7 @@ class OptionsTests(TestCase):
         stats = RelayStats(open=2, total=9, failed=1, refused=4, spliced=3, up=5 << 30,
                            down=1536)
         self.assertEqual(stats.line(), "relay stats: open=2 total=9 failed=1 refused=4 spliced=3 "
-                                       "up=5.0 GiB down=1.5 KiB")
+                                       "idle=0 up=5.0 GiB down=1.5 KiB")
 
     def test_describeAddress(self) -> None:
         from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
