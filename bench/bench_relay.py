@@ -1,14 +1,21 @@
 """
-Bulk throughput through C{endpointkit relay} (splice and copying paths)
-against C{socat -b 65536}, C{twistd portforward} and a direct connection, in
-one run, with the same source and sink processes.
+Bulk throughput and connection rate through C{endpointkit relay} (splice and
+copying paths) against C{socat}, C{twistd portforward} and a direct
+connection, in one run, with the same source and sink processes.
 
 Each stream sends a fixed number of bytes and waits for the sink's
 acknowledgement (a fixed-size exchange: C{twistd portforward} loses replies
 after a half-close, so nothing here relies on one).
 
-    /tmp/venv/bin/python bench/bench_relay.py            # 1 GiB, 1 and 16 streams
-    /tmp/venv/bin/python bench/bench_relay.py --quick    # 256 MiB, 1 and 4 streams
+The connection-rate row: 4 client threads, each connecting, sending 100
+bytes, reading their echo and closing, as fast as they can for a while;
+every relay (the two endpointkit paths, C{twistd portforward}, C{socat
+fork}) runs at once and they take turns, in interleaved rounds; the median
+round counts.
+
+    .venv/bin/python bench/bench_relay.py            # 1 GiB, 1 and 16 streams; rate
+    .venv/bin/python bench/bench_relay.py --quick    # 256 MiB, 1 and 4 streams; rate
+    .venv/bin/python bench/bench_relay.py --rate-only
 """
 
 from __future__ import annotations
@@ -112,6 +119,175 @@ def source(port: int, total: int, streams: int) -> None:
         print(f"error {errors[0]!r}", flush=True)
         sys.exit(1)
     print(f"{elapsed:.6f}", flush=True)
+
+
+def echo(port: int) -> None:
+    """
+    An echo server (one thread, epoll): what it reads it writes back; it
+    closes a connection at its end of stream.
+    """
+    import selectors
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(1024)
+    server.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(server, selectors.EVENT_READ)
+    print("ready", flush=True)
+    while True:
+        for key, _ in selector.select():
+            sock = key.fileobj
+            if sock is server:
+                for _ in range(64):
+                    try:
+                        conn, _ = server.accept()
+                    except BlockingIOError:
+                        break
+                    conn.setblocking(False)
+                    selector.register(conn, selectors.EVENT_READ)
+                continue
+            assert isinstance(sock, socket.socket)
+            try:
+                data = sock.recv(65536)
+                if data:
+                    sock.sendall(data)
+                    continue
+            except OSError:
+                pass
+            selector.unregister(sock)
+            sock.close()
+
+
+RATE_THREADS = 4
+RATE_PAYLOAD = 100
+
+
+def rateSource(port: int, seconds: float) -> None:
+    """
+    Short connections from 4 threads for C{seconds}: connect, send 100
+    bytes, read them back, close.  Prints connections per second.
+    """
+    payload = os.urandom(RATE_PAYLOAD)
+    counts = [0] * RATE_THREADS
+    errors: list[BaseException] = []
+    deadline = time.perf_counter() + seconds
+
+    def run(index: int) -> None:
+        try:
+            while time.perf_counter() < deadline:
+                with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                    s.sendall(payload)
+                    got = 0
+                    while got < RATE_PAYLOAD:
+                        more = s.recv(RATE_PAYLOAD - got)
+                        if not more:
+                            raise ConnectionError("closed early")
+                        got += len(more)
+                counts[index] += 1
+        except BaseException as e:
+            errors.append(e)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(RATE_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        print(f"error {errors[0]!r}", flush=True)
+        sys.exit(1)
+    print(f"{sum(counts) / elapsed:.1f}", flush=True)
+
+
+def rateRelays(target: int, tmp: str) -> list[tuple[str, list[str]]]:
+    """
+    The relays the connection-rate row compares, each with its port.
+    """
+    relay = [PYTHON, "-c",
+             "import sys; from endpointkit._relaycli import main; sys.exit(main(sys.argv[1:]))"]
+    back = f"tcp:127.0.0.1:{target}"
+    twistd = os.path.join(os.path.dirname(PYTHON), "twistd")
+    found: list[tuple[str, list[str]]] = []
+    port = freePort()
+    found.append(("endpointkit relay (splice)",
+                  [*relay, f"tcp:{port}:interface=127.0.0.1:backlog=1024", back, str(port)]))
+    port = freePort()
+    found.append(("endpointkit relay --no-splice",
+                  [*relay, "--no-splice", f"tcp:{port}:interface=127.0.0.1:backlog=1024", back,
+                   str(port)]))
+    port = freePort()
+    found.append(("twistd portforward",
+                  [twistd, "-n", "--pidfile=", "-l", os.path.join(tmp, f"pf{port}.log"),
+                   "portforward", "-p", f"tcp:{port}:interface=127.0.0.1", "-h", "127.0.0.1",
+                   "-d", str(target), str(port)]))
+    if shutil.which("socat"):
+        port = freePort()
+        found.append(("socat fork", ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,"
+                                     "fork,backlog=1024", f"TCP:127.0.0.1:{target}", str(port)]))
+    return found
+
+
+def runRate(seconds: float, rounds: int) -> dict[str, float]:
+    """
+    The connection-rate row: every relay at once, taking turns for
+    C{rounds} interleaved rounds of C{seconds}; the median per relay.
+    """
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    target = freePort()
+    echoProcess = subprocess.Popen([PYTHON, __file__, "--echo", str(target)],
+                                   stdout=subprocess.PIPE, env=env)
+    assert echoProcess.stdout is not None
+    echoProcess.stdout.readline()
+    results: dict[str, list[float]] = {}
+    processes: list[tuple[str, int, subprocess.Popen[bytes]]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for name, argv in rateRelays(target, tmp):
+                port = int(argv[-1])
+                process = subprocess.Popen(argv[:-1], stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL, env=env, cwd=tmp)
+                processes.append((name, port, process))
+            for _name, port, process in processes:
+                waitFor(port, process)
+            for round in range(rounds):
+                order = processes if round % 2 == 0 else processes[::-1]
+                for name, port, _ in order:
+                    out = subprocess.run([PYTHON, __file__, "--rate-source", str(port),
+                                          str(seconds)], capture_output=True, env=env,
+                                         timeout=seconds + 120)
+                    text = out.stdout.decode().strip()
+                    if out.returncode:
+                        raise RuntimeError(f"{name}: {text} {out.stderr.decode()}")
+                    results.setdefault(name, []).append(float(text))
+                    print(f"  {name:32} round {round + 1}: {float(text):8.0f} connections/s",
+                          file=sys.stderr, flush=True)
+                    # Let TIME_WAIT and the relays' own clean-up settle.
+                    time.sleep(0.5)
+        finally:
+            for _, _, process in processes:
+                process.send_signal(signal.SIGTERM)
+            for _, _, process in processes:
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            echoProcess.kill()
+            echoProcess.wait()
+    medians = {name: sorted(values)[len(values) // 2] for name, values in results.items()}
+    print(f"\nconnection rate: connect, {RATE_PAYLOAD}-byte echo, close; {RATE_THREADS} client "
+          f"threads; median of {rounds} interleaved rounds of {seconds:g} s "
+          "(ratio to twistd portforward / socat fork)")
+    for name, value in medians.items():
+        ratios = "/".join(f"{value / medians[base]:.2f}" if base in medians else "-"
+                          for base in ("twistd portforward", "socat fork"))
+        print(f"{name:32} {value:8.0f} connections/s ({ratios})")
+    print("target: both endpointkit paths >= 1.2x twistd portforward")
+    return medians
 
 
 def spliceLoop(listenPort: int, target: int) -> None:
@@ -342,12 +518,29 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--bytes", type=int, default=None, help="bytes per run")
     parser.add_argument("--streams", default=None, help="comma-separated stream counts")
     parser.add_argument("--repeat", type=int, default=None, help="runs per cell (best kept)")
+    parser.add_argument("--rate-only", action="store_true", help="only the connection-rate row")
+    parser.add_argument("--no-rate", action="store_true", help="no connection-rate row")
+    parser.add_argument("--rate-seconds", type=float, default=2.0,
+                        help="seconds per connection-rate round (default 2)")
+    parser.add_argument("--rate-rounds", type=int, default=5,
+                        help="interleaved connection-rate rounds (default 5)")
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--echo", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rate-source", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--source", nargs=3, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--splice-loop", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.sink:
         sink(args.sink)
+        return 0
+    if args.echo:
+        echo(args.echo)
+        return 0
+    if args.rate_source:
+        rateSource(int(args.rate_source[0]), float(args.rate_source[1]))
+        return 0
+    if args.rate_only:
+        runRate(args.rate_seconds, args.rate_rounds)
         return 0
     if args.splice_loop:
         spliceLoop(*args.splice_loop)
@@ -358,6 +551,8 @@ def main(argv: Sequence[str]) -> int:
     total = args.bytes or ((256 if args.quick else 1024) << 20)
     streams = [int(s) for s in (args.streams or ("1,4" if args.quick else "1,16")).split(",")]
     run(total, streams, args.repeat or (1 if args.quick else 3))
+    if not args.no_rate:
+        runRate(args.rate_seconds, args.rate_rounds)
     return 0
 
 

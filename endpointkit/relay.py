@@ -48,7 +48,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from endpointkit import _splice
+from endpointkit import TrackingFactory, _splice
 from endpointkit._grammar import buildDescription
 from endpointkit._lookup import parseDescription
 from endpointkit._schema import Parsed
@@ -552,6 +552,20 @@ class RelayFactory(ServerFactory):
         self.pipes.close()
 
 
+class _Tracker(TrackingFactory):
+    """
+    lifecycle's tracking factory (its listen errors and port handling),
+    without a wrapper protocol per connection: the relay keeps its own
+    relays and drains them itself, and a wrapper per connection costs a
+    good share of a short connection's time.
+    """
+
+    noisy = False
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        return self.wrappedFactory.buildProtocol(addr)
+
+
 _SPLICEABLE_SERVERS = frozenset({"tcp", "tcp4", "tcp6", "unix", "reuseport", "adopt",
                                  "systemd"})
 _SPLICEABLE_CLIENTS = frozenset({"tcp", "tcp4", "tcp6", "unix", "timeout", "hostname"})
@@ -651,8 +665,8 @@ class RelayService(Service):
         from endpointkit import listen
 
         _Service.startService(self)
-        d: Deferred[Any] = listen(self.listenDescription, self.limits or self.factory,
-                                  self.reactor)
+        d: Deferred[Any] = listen(self.listenDescription,
+                                  _Tracker(self.limits or self.factory), self.reactor)
 
         def listening(port: IListeningPort) -> IListeningPort:
             self.port = port
