@@ -106,6 +106,9 @@ if TYPE_CHECKING:
     from endpointkit.proxyprotocol import UntrustedProxyPeer as UntrustedProxyPeer
     from endpointkit.proxyprotocol import recordOriginalConnection as recordOriginalConnection
     from endpointkit.proxyprotocol import sendProxyDescription as sendProxyDescription
+    from endpointkit.relay import RelayFactory as RelayFactory
+    from endpointkit.relay import RelayService as RelayService
+    from endpointkit.relay import RelayStats as RelayStats
     from endpointkit.reuseport import ReusePortServerEndpoint as ReusePortServerEndpoint
     from endpointkit.ssh import SSHAuthenticationFailed as SSHAuthenticationFailed
     from endpointkit.ssh import SSHChannelOpenFailed as SSHChannelOpenFailed
