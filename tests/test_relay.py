@@ -1124,8 +1124,12 @@ class RelayTestsMixin:
             with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
                 _exchange(sock, 1, total, results, "client")
 
-        await within(defer.gatherResults([threads.deferToThread(backendSide),
-                                          threads.deferToThread(clientSide)]), WAIT * 4)
+        try:
+            await within(defer.gatherResults([threads.deferToThread(backendSide),
+                                              threads.deferToThread(clientSide)]), WAIT * 4)
+        except BaseException as e:
+            # What the relay process logged says why a stream was cut.
+            raise AssertionError(f"{e!r}; the relay said:\n{relay.output()}") from e
         self.assertEqual(results["backend-got"], (total, results["client-sent"]))
         self.assertEqual(results["client-got"], (total, results["backend-sent"]))
         code, output = relay.stop()
