@@ -110,6 +110,16 @@ if TYPE_CHECKING:
     from endpointkit.relay import RelayService as RelayService
     from endpointkit.relay import RelayStats as RelayStats
     from endpointkit.reuseport import ReusePortServerEndpoint as ReusePortServerEndpoint
+    from endpointkit.srv import AllTargetsFailed as AllTargetsFailed
+    from endpointkit.srv import NoSRVRecords as NoSRVRecords
+    from endpointkit.srv import ServiceNotAvailable as ServiceNotAvailable
+    from endpointkit.srv import SRVCache as SRVCache
+    from endpointkit.srv import SRVClientEndpoint as SRVClientEndpoint
+    from endpointkit.srv import SRVError as SRVError
+    from endpointkit.srv import SRVLookupFailed as SRVLookupFailed
+    from endpointkit.srv import SRVResolveTimeout as SRVResolveTimeout
+    from endpointkit.srv import SRVTarget as SRVTarget
+    from endpointkit.srv import orderTargets as orderTargets
     from endpointkit.ssh import SSHAuthenticationFailed as SSHAuthenticationFailed
     from endpointkit.ssh import SSHChannelOpenFailed as SSHChannelOpenFailed
     from endpointkit.ssh import SSHClientEndpoint as SSHClientEndpoint

@@ -7,6 +7,7 @@ from endpointkit._plugin import ClientParser, ServerParser
 
 timeoutClientParser = ClientParser("timeout", "endpointkit.deadline:timeoutType")
 hostnameClientParser = ClientParser("hostname", "endpointkit.deadline:hostnameType")
+srvClientParser = ClientParser("srv", "endpointkit.srv:srvType")
 socks5ClientParser = ClientParser("socks5", "endpointkit.proxy:socks5Type")
 socks4aClientParser = ClientParser("socks4a", "endpointkit.proxy:socks4aType")
 httpconnectClientParser = ClientParser("httpconnect", "endpointkit.proxy:httpconnectType")
