@@ -72,10 +72,11 @@ from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IReactorPluggableNameResolver,
+    IReadDescriptor,
     IResolutionReceiver,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.names import dns
 from twisted.python.failure import Failure
@@ -382,14 +383,62 @@ class _Answer:
         return found
 
 
-class _Datagrams(DatagramProtocol):
-    noisy = False
+@implementer(IReadDescriptor)
+class _DatagramSocket:
+    """
+    A UDP socket of one lookup, on a random port, read by the reactor.
+    (Twisted's UDP port logs two lines for every socket, which would be a
+    pair of log lines per connection with C{cache=no}.)
+    """
 
-    def __init__(self, lookup: _Lookup) -> None:
+    def __init__(self, reactor: Any, family: int, lookup: _Lookup) -> None:
+        self.reactor = reactor
         self.lookup = lookup
+        self.socket: socket.socket | None = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.socket.setblocking(False)
+            self.socket.bind(("::" if family == socket.AF_INET6 else "", 0))
+        except BaseException:
+            self.socket.close()
+            raise
+        reactor.addReader(self)
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.lookup.received(datagram, (addr[0], addr[1]))
+    def fileno(self) -> int:
+        return -1 if self.socket is None else self.socket.fileno()
+
+    def logPrefix(self) -> str:
+        return "srv"
+
+    def write(self, datagram: bytes, address: tuple[str, int]) -> None:
+        assert self.socket is not None
+        self.socket.sendto(datagram, address)
+
+    def doRead(self) -> None:
+        # A bounded number of datagrams per turn of the reactor.
+        for _ in range(16):
+            if self.socket is None:
+                return
+            try:
+                datagram, source = self.socket.recvfrom(65535)
+            except BlockingIOError:
+                return
+            except OSError:
+                # An ICMP error for an earlier datagram (port unreachable).
+                continue
+            self.lookup.received(datagram, (source[0], source[1]))
+
+    def stopListening(self) -> None:
+        sock, self.socket = self.socket, None
+        if sock is not None:
+            self.reactor.removeReader(self)
+            sock.close()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.stopListening()
+
+
+def _openDatagramSocket(reactor: Any, family: int, lookup: _Lookup) -> Any:
+    return _DatagramSocket(reactor, family, lookup)
 
 
 class _Stream(Protocol):
@@ -490,8 +539,7 @@ class _Lookup:
         try:
             port = self.ports.get(family)
             if port is None:
-                port = self.ports[family] = self.reactor.listenUDP(
-                    0, _Datagrams(self), interface="::" if family == socket.AF_INET6 else "")
+                port = self.ports[family] = _openDatagramSocket(self.reactor, family, self)
             id = self.ids.randrange(1, 65536)
             while id in self.sent:
                 id = self.ids.randrange(1, 65536)
@@ -548,9 +596,7 @@ class _Lookup:
         self.streamID = id
         self.streamServer = server
         self.stream = protocol
-        for call in self.calls:
-            if call.active() and call.func == self.send:
-                call.cancel()
+        self.cancelSends()
 
         def failed(failure: Failure) -> None:
             self.connecting = None
@@ -563,6 +609,11 @@ class _Lookup:
 
         self.connecting = defer.maybeDeferred(endpoint.connect, _OneProtocol(protocol))
         self.connecting.addCallbacks(connected, failed)
+
+    def cancelSends(self) -> None:
+        for call in self.calls:
+            if call.active() and call.func == self.send:
+                call.cancel()
 
     def streamed(self, data: bytes) -> None:
         if self.closed:
@@ -584,6 +635,10 @@ class _Lookup:
                                    f"{_RCODES.get(code, f'error code {code}')}")
             if len(self.errors) >= len(self.servers):
                 self.failWithErrors()
+            elif self.stream is None:
+                # Ask the next server now rather than at the next interval.
+                self.cancelSends()
+                self.send()
             return
         records = tuple((rr.payload, rr.ttl) for rr in message.answers if rr.type == self.qtype)
         additional = tuple(
