@@ -1150,6 +1150,8 @@ class _ProtoLabel(Kind):
 
 
 class _Domain(Host):
+    name = "domain"
+
     def __init__(self) -> None:
         Host.__init__(self)
         self.expected = "a domain name such as example.com"

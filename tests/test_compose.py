@@ -45,6 +45,8 @@ CLIENT_INNER = [
     + "A" * 43,
     "sshexec:cat:endpoint=tcp\\:127.0.0.1\\:22:hostKeyAlias=bastion",
     "exec:cat",
+    "srv:_imaps._tcp:example.com",
+    "srv:imaps:example.com:resolver=127.0.0.1\\:5353:cache=no",
 ]
 
 CLIENT_WRAPPERS = {
@@ -138,6 +140,40 @@ class TLSWrapBuildTests(SynchronousTestCase):
                 for parse in (endpointkit.serverFromString, endpoints.serverFromString):
                     built = parse(reactor, description)
                     self.assertTrue(IStreamServerEndpoint.providedBy(built), description)
+
+
+class SRVCompositionTests(SynchronousTestCase):
+    """
+    C{srv:} inside the wrappers (C{timeout:}, and the proxies, where it finds
+    the proxy, looked up locally) and as the relay's CONNECT, built without
+    a lookup.
+    """
+
+    def test_insideWrappers(self) -> None:
+        from endpointkit.proxy import SOCKS5ClientEndpoint
+        from endpointkit.srv import SRVClientEndpoint
+
+        reactor = MemoryReactorClock()
+        inner = "srv:imaps:example.com:resolver=127.0.0.1\\:5353"
+        timed = endpointkit.clientFromString(
+            reactor, buildDescription("timeout", 5, endpoint=inner))
+        self.assertIsInstance(timed.endpoint, SRVClientEndpoint)  # type: ignore[attr-defined]
+        proxied = endpointkit.clientFromString(
+            reactor, buildDescription("socks5", "example.com", 443, endpoint=inner))
+        self.assertIsInstance(proxied, SOCKS5ClientEndpoint)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_relayConnect(self) -> None:
+        from endpointkit.relay import RelayService
+        from endpointkit.srv import SRVClientEndpoint
+
+        reactor = MemoryReactorClock()
+        service = RelayService("tcp:0:interface=127.0.0.1",
+                               "srv:_http._tcp:example.com:resolver=127.0.0.1\\:5353",
+                               reactor=reactor)
+        endpoint = service.factory.connectEndpoint
+        self.assertIsInstance(endpoint, SRVClientEndpoint)
+        self.assertEqual(endpoint.recordName, "_http._tcp.example.com")  # type: ignore[attr-defined]
 
 
 class Echo(protocol.Protocol):
