@@ -58,6 +58,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from twisted.internet import defer
@@ -373,6 +374,7 @@ class _Answer:
             return 0
         return min([ttl for _, ttl in self.records] + [a[3] for a in self.additional])
 
+    @cached_property
     def hints(self) -> dict[str, list[str]]:
         """
         The additional addresses, by lower-case name.
@@ -926,6 +928,9 @@ class SRVClientEndpoint:
         self.wrapTarget = wrapTarget
         self.lastTarget: SRVTarget | None = None
         self._resolver = _Resolver(reactor, self.resolvers, cache, resolveTimeout)
+        # The targets' endpoints, built once per answer.
+        self._answer: _Answer | None = None
+        self._built: dict[SRVTarget, IStreamClientEndpoint] = {}
 
     @property
     def tlsHostname(self) -> str:
@@ -990,22 +995,35 @@ class SRVClientEndpoint:
         """
         return self._resolve().addCallback(lambda found: found[0])
 
-    def _resolve(self) -> Deferred[tuple[list[SRVTarget], dict[str, list[str]]]]:
+    def _resolve(self) -> Deferred[tuple[list[SRVTarget], _Answer]]:
         d = self._resolver.lookup(self.recordName, dns.SRV, self.recordName, "SRV")
         return d.addCallback(self._targetsOf)
 
-    def _targetsOf(self, answer: _Answer) -> tuple[list[SRVTarget], dict[str, list[str]]]:
+    def _targetsOf(self, answer: _Answer) -> tuple[list[SRVTarget], _Answer]:
         targets = [SRVTarget(str(payload.target).rstrip("."), payload.port,
                              payload.priority, payload.weight)
                    for payload, _ in answer.records]
         if not targets:
             if self.fallbackPort is not None:
-                return [SRVTarget(self.domain, self.fallbackPort)], {}
+                return [SRVTarget(self.domain, self.fallbackPort)], answer
             raise NoSRVRecords(self.recordName, answer.nameExists)
         usable = [t for t in targets if t.host]
         if not usable:
             raise ServiceNotAvailable(self.recordName)
-        return orderTargets(usable, self.random), answer.hints()
+        return orderTargets(usable, self.random), answer
+
+    def _endpointFor(self, target: SRVTarget, answer: _Answer) -> IStreamClientEndpoint:
+        """
+        The endpoint of C{target}, built once for each answer (a cached
+        answer is the same object, so connections in its TTL share them).
+        """
+        if answer is not self._answer:
+            self._answer = answer
+            self._built = {}
+        endpoint = self._built.get(target)
+        if endpoint is None:
+            endpoint = self._built[target] = self.targetEndpoint(target, answer.hints)
+        return endpoint
 
     def targetEndpoint(self, target: SRVTarget,
                        addresses: Mapping[str, Sequence[str]] | None = None
@@ -1048,7 +1066,7 @@ class _Connection:
         self.current: Deferred[Any] | None = None
         self.cancelled = False
         self.targets: list[SRVTarget] = []
-        self.addresses: dict[str, list[str]] = {}
+        self.answer: _Answer | None = None
         self.failures: list[tuple[SRVTarget, BaseException]] = []
         self.result: Deferred[IProtocol] = Deferred(self.cancel)
 
@@ -1068,11 +1086,11 @@ class _Connection:
         if not self.cancelled:
             self.result.errback(failure)
 
-    def resolved(self, found: tuple[list[SRVTarget], dict[str, list[str]]]) -> None:
+    def resolved(self, found: tuple[list[SRVTarget], _Answer]) -> None:
         self.current = None
         if self.cancelled:
             return
-        self.targets, self.addresses = found
+        self.targets, self.answer = found
         self.tryNext()
 
     def tryNext(self) -> None:
@@ -1082,7 +1100,8 @@ class _Connection:
             return
         target = self.targets.pop(0)
         try:
-            inner = endpoint.targetEndpoint(target, self.addresses)
+            assert self.answer is not None
+            inner = endpoint._endpointFor(target, self.answer)
             attempt: Deferred[Any] = connectWithTimeout(
                 inner, self.factory, endpoint.attemptTimeout, clock=endpoint.reactor)
         except Exception as e:
