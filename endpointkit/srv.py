@@ -363,15 +363,18 @@ class _Answer:
     records: tuple[tuple[Any, int], ...]
     additional: tuple[tuple[str, int, str, int], ...] = ()
     nameExists: bool = True
+    negativeTTL: int = 0
 
     @property
     def ttl(self) -> int:
         """
         How long the answer may be kept: the least TTL of its records and
-        additional addresses (0, not kept, for an answer without records).
+        additional addresses; for an answer without records, what its SOA
+        allows (RFC 2308: the lesser of the SOA's TTL and its minimum), and
+        0 (not kept) without a SOA.
         """
         if not self.records:
-            return 0
+            return self.negativeTTL
         return min([ttl for _, ttl in self.records] + [a[3] for a in self.additional])
 
     @cached_property
@@ -629,8 +632,10 @@ class _Lookup:
 
     def answered(self, server: tuple[str, int], message: dns.Message) -> None:
         code = message.rCode
+        negativeTTL = min((min(rr.ttl, _soaMinimum(rr)) for rr in message.authority
+                           if rr.type == dns.SOA), default=0)
         if code == dns.ENAME:
-            self.finish(_Answer((), nameExists=False))
+            self.finish(_Answer((), nameExists=False, negativeTTL=negativeTTL))
             return
         if code != dns.OK:
             self.errors[server] = (f"{_serverText(server)} answered "
@@ -646,7 +651,7 @@ class _Lookup:
         additional = tuple(
             (str(rr.name).lower(), rr.type, _addressOf(rr), rr.ttl)
             for rr in message.additional if rr.type in (dns.A, dns.AAAA))
-        self.finish(_Answer(records, additional))
+        self.finish(_Answer(records, additional, negativeTTL=negativeTTL))
 
     def failWithErrors(self) -> None:
         self.finish(_Failure(SRVLookupFailed(
@@ -700,6 +705,11 @@ def _sameAddress(a: tuple[str, int], b: tuple[str, int]) -> bool:
         return a[0] == b[0]
 
 
+def _soaMinimum(rr: Any) -> int:
+    minimum: int = rr.payload.minimum
+    return minimum
+
+
 def _addressOf(rr: Any) -> str:
     return _payloadAddress(rr.payload)
 
@@ -751,6 +761,35 @@ class _SystemServers:
 _system = _SystemServers()
 
 
+class _Shared:
+    """
+    One lookup, and everyone waiting for it.
+    """
+
+    def __init__(self) -> None:
+        self.lookup: Deferred[Any] | None = None
+        self.waiting: list[Deferred[_Answer]] = []
+
+    def wait(self) -> Deferred[_Answer]:
+        waiter: Deferred[_Answer] = Deferred(self.leave)
+        self.waiting.append(waiter)
+        return waiter
+
+    def leave(self, waiter: Deferred[_Answer]) -> None:
+        if waiter in self.waiting:
+            self.waiting.remove(waiter)
+        if not self.waiting and self.lookup is not None and not self.lookup.called:
+            self.lookup.cancel()
+
+    def fire(self, result: Any) -> None:
+        waiting, self.waiting = self.waiting, []
+        for waiter in waiting:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+
 class _Resolver:
     """
     The DNS side of one endpoint: which servers, the cache, and lookups of
@@ -763,26 +802,45 @@ class _Resolver:
         self.given = servers
         self.cache = cache
         self.timeout = timeout
+        self.pending: dict[Any, _Shared] = {}
 
     def servers(self) -> tuple[tuple[str, int], ...]:
         return self.given if self.given is not None else _system()
 
     def lookup(self, name: str, qtype: int, record: str, what: str) -> Deferred[_Answer]:
+        """
+        The answer to one question: from the cache, or from the lookup of
+        the same question already under way (with a cache, connections that
+        start together share one query), or from a new lookup.  A caller
+        that cancels stops waiting; the lookup itself is cancelled when no
+        one waits for it any more.
+        """
         servers = self.servers()
         key = (servers, name.lower(), qtype)
         cache = self.cache
-        if cache is not None:
-            found = cache.get(key, self.reactor.seconds())
-            if found is not None:
-                return defer.succeed(found)
+        if cache is None:
+            return _Lookup(self.reactor, servers, name, qtype, self.timeout, record,
+                           what).start()
+        found = cache.get(key, self.reactor.seconds())
+        if found is not None:
+            return defer.succeed(found)
+        shared = self.pending.get(key)
+        if shared is None:
+            shared = self.pending[key] = _Shared()
 
-        def answered(answer: _Answer) -> _Answer:
-            if cache is not None:
+            def answered(answer: _Answer) -> _Answer:
                 cache.put(key, answer, answer.ttl, self.reactor.seconds())
-            return answer
+                return answer
 
-        lookup = _Lookup(self.reactor, servers, name, qtype, self.timeout, record, what)
-        return lookup.start().addCallback(answered)
+            def done(result: Any) -> None:
+                if self.pending.get(key) is shared:
+                    del self.pending[key]
+                shared.fire(result)
+
+            shared.lookup = _Lookup(self.reactor, servers, name, qtype, self.timeout,
+                                    record, what).start()
+            shared.lookup.addCallback(answered).addBoth(done)
+        return shared.wait()
 
 
 @implementer(IHostResolution)

@@ -271,16 +271,21 @@ class FakeReactor(Clock):
 
     def answer(self, index: int = -1, records: list[tuple[int, int, int, str]] = (),  # type: ignore[assignment]
                ttl: int = 30, rCode: int = dns.OK, source: tuple[str, int] | None = None,
-               idDelta: int = 0, trunc: bool = False) -> None:
+               idDelta: int = 0, trunc: bool = False, soa: tuple[int, int] | None = None) -> None:
         query, address = self.sent()[index]
         reply = dns.Message(id=query.id + idDelta, answer=1, rCode=rCode, trunc=trunc)
         reply.queries = query.queries
         name = query.queries[0].name.name
+        if soa is not None:
+            soaTTL, minimum = soa
+            reply.authority = [dns.RRHeader(b"example.test", dns.SOA, ttl=soaTTL, payload=dns.Record_SOA(
+                b"ns.example.test", b"admin.example.test", minimum=minimum, ttl=soaTTL))]
         reply.answers = [
             dns.RRHeader(name, dns.SRV, ttl=ttl,
                          payload=dns.Record_SRV(priority, weight, port, target, ttl=ttl))
             for priority, weight, port, target in records]
-        self.ports[0].lookup.received(reply.toStr(), source or address)
+        sender = [port for port in self.ports for _ in port.sent][index]
+        sender.lookup.received(reply.toStr(), source or address)
 
 
 SERVERS = "127.0.0.1\\:5301|127.0.0.2\\:5302"
@@ -438,6 +443,66 @@ class LookupTests(SynchronousTestCase):
         clock.answer(records=[(0, 0, 80, "a.example.test")], ttl=0)
         self.successResultOf(d)
         self.assertNoResult(endpoint.resolveTargets())
+
+    def cachedEndpoint(self, clock: FakeReactor, **kwargs: Any) -> SRVClientEndpoint:
+        return SRVClientEndpoint(clock, "svc", "example.test",
+                                 resolvers=[("127.0.0.1", 5301)], cache=SRVCache(), **kwargs)
+
+    def test_negativeAnswerCachedBySOA(self) -> None:
+        """
+        An answer without records is kept as long as its SOA allows (the
+        lesser of the SOA's TTL and minimum, RFC 2308), so that a client
+        with C{fallbackPort=} does not ask for every connection.
+        """
+        clock = FakeReactor(self)
+        endpoint = self.cachedEndpoint(clock, fallbackPort=80)
+        d = endpoint.resolveTargets()
+        clock.answer(rCode=dns.ENAME, soa=(300, 20))
+        self.assertEqual(self.successResultOf(d), [SRVTarget("example.test", 80)])
+        clock.advance(19)
+        self.successResultOf(endpoint.resolveTargets())
+        self.assertEqual(len(clock.sent()), 1)
+        clock.advance(1)
+        self.assertNoResult(endpoint.resolveTargets())
+        self.assertEqual(len(clock.sent()), 2)
+
+    def test_negativeAnswerWithoutSOANotCached(self) -> None:
+        clock = FakeReactor(self)
+        endpoint = self.cachedEndpoint(clock)
+        d = endpoint.resolveTargets()
+        clock.answer(rCode=dns.ENAME)
+        self.failureResultOf(d, NoSRVRecords)
+        self.assertNoResult(endpoint.resolveTargets())
+        self.assertEqual(len(clock.sent()), 2)
+
+    def test_concurrentLookupsShareOneQuery(self) -> None:
+        clock = FakeReactor(self)
+        endpoint = self.cachedEndpoint(clock)
+        waiting = [endpoint.resolveTargets() for _ in range(5)]
+        self.assertEqual(len(clock.sent()), 1)
+        clock.answer(records=[(0, 0, 80, "a.example.test")])
+        for d in waiting:
+            self.assertEqual(self.successResultOf(d), [SRVTarget("a.example.test", 80)])
+
+    def test_sharedLookupCancelledWhenNoOneWaits(self) -> None:
+        """
+        One waiter cancelling leaves the query to the others; when the last
+        one cancels, the query is cancelled and leaves nothing behind.
+        """
+        clock = FakeReactor(self)
+        endpoint = self.cachedEndpoint(clock)
+        first, second = endpoint.resolveTargets(), endpoint.resolveTargets()
+        first.cancel()
+        self.failureResultOf(first, defer.CancelledError)
+        self.assertFalse(clock.ports[0].stopped)
+        second.cancel()
+        self.failureResultOf(second, defer.CancelledError)
+        self.assertClean(clock)
+        # A new lookup starts afresh.
+        third = endpoint.resolveTargets()
+        self.assertEqual(len(clock.sent()), 2)
+        clock.answer(records=[(0, 0, 80, "a.example.test")])
+        self.assertEqual(self.successResultOf(third), [SRVTarget("a.example.test", 80)])
 
     def test_cacheBounded(self) -> None:
         cache = SRVCache(maxEntries=3)
