@@ -216,6 +216,28 @@ class DescriptionTests(SynchronousTestCase):
         self.assertIn("proto = 'tcp'", text)
         self.assertIn("domain = 'example.com'", text)
 
+    def test_systemServersReread(self) -> None:
+        """
+        The system's name servers are read again when resolv.conf changes.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("nameserver 10.0.0.2\n")
+        servers = srv._SystemServers(path)
+        self.assertEqual(servers(), (("10.0.0.2", 53),))
+        with open(path, "w") as f:
+            f.write("nameserver 10.0.0.3\nnameserver 10.0.0.4\n")
+        self.assertEqual(servers(), (("10.0.0.3", 53), ("10.0.0.4", 53)))
+
+    def test_errorsPickle(self) -> None:
+        import pickle
+
+        error = AllTargetsFailed("_a._tcp.example", [(SRVTarget("x", 1), OSError("refused"))])
+        again = pickle.loads(pickle.dumps(error))
+        self.assertIsInstance(again, AllTargetsFailed)
+        self.assertEqual(str(again), str(error))
+        self.assertEqual(again.record, "_a._tcp.example")
+
     def test_systemServers(self) -> None:
         path = self.mktemp()
         with open(path, "w") as f:
@@ -519,17 +541,20 @@ class LookupTests(SynchronousTestCase):
 # Through a real dnsmasq.
 
 
-def freeDNSPort() -> int:
+def freeDNSPort(ipv6: bool = False) -> int:
     """
-    A port free on 127.0.0.1 for both TCP and UDP.
+    A port free on 127.0.0.1 (and ::1) for both TCP and UDP.
     """
     for _ in range(100):
         port = freePort()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        try:
+            for family, host in [(socket.AF_INET, "127.0.0.1")] + (
+                    [(socket.AF_INET6, "::1")] if ipv6 else []):
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    with socket.socket(family, kind) as probe:
+                        probe.bind((host, port))
+        except OSError:
+            continue
         return port
     raise AssertionError("no port free for both TCP and UDP")
 
@@ -540,15 +565,16 @@ class Dnsmasq:
     C{example.test}, logging its queries.
     """
 
-    def __init__(self, test: TestCase, *options: str, ttl: int = 60) -> None:
+    def __init__(self, test: TestCase, *options: str, ttl: int = 60, ipv6: bool = False) -> None:
         program = requirePeer("dnsmasq", "dnsmasq-base")
-        self.port = freeDNSPort()
+        self.port = freeDNSPort(ipv6)
         directory = os.path.abspath(test.mktemp())
         os.makedirs(directory)
         self.log = os.path.join(directory, "queries.log")
         startPeer(test, [
             program, "-k", "--no-resolv", "--no-hosts", "-p", str(self.port),
-            "--listen-address=127.0.0.1", "--bind-interfaces",
+            "--listen-address=127.0.0.1", *(["--listen-address=::1"] if ipv6 else []),
+            "--bind-interfaces",
             f"--pid-file={directory}/dnsmasq.pid", "--local=/example.test/",
             f"--local-ttl={ttl}", "--log-queries", f"--log-facility={self.log}",
             "--host-record=example.test,127.0.0.1",
@@ -815,6 +841,20 @@ class DnsmasqTests(TestCase):
                           srvRecord("_svc._tcp", "v6.example.test", port))
         await self.exchange(self.srv(dnsmasq))
         self.assertEqual(server.peers[0].host, "::1")
+
+    async def test_ipv6NameServer(self) -> None:
+        """
+        A name server on IPv6 (C{resolver=[::1]:PORT}) is asked over IPv6.
+        """
+        server, port = await self.listen()
+        dnsmasq = Dnsmasq(self, "--host-record=a.example.test,127.0.0.1",
+                          srvRecord("_svc._tcp", "a.example.test", port), ipv6=True)
+        endpoint = endpointkit.clientFromString(_reactor, buildDescription(
+            "srv", "svc", "example.test", resolver=f"[::1]:{dnsmasq.port}"))
+        await self.exchange(endpoint)
+        self.assertEqual(server.accepted, 1)
+        with open(dnsmasq.log) as f:
+            self.assertIn("query[SRV] _svc._tcp.example.test from ::1", f.read())
 
     async def test_targetAddressesAsked(self) -> None:
         """
