@@ -378,6 +378,16 @@ class _Answer:
         return min([ttl for _, ttl in self.records] + [a[3] for a in self.additional])
 
     @cached_property
+    def targets(self) -> list[SRVTarget]:
+        """
+        The SRV records of the answer as targets (the C{.} target with an
+        empty host), in the order given.
+        """
+        return [SRVTarget(str(payload.target).rstrip("."), payload.port,
+                          payload.priority, payload.weight)
+                for payload, _ in self.records if isinstance(payload, dns.Record_SRV)]
+
+    @cached_property
     def hints(self) -> dict[str, list[str]]:
         """
         The additional addresses, by lower-case name.
@@ -870,8 +880,10 @@ class _AddressResolver:
         resolution = _Resolution(hostName)
         resolutionReceiver.resolutionBegan(resolution)
         name = hostName.rstrip(".")
-        literal = _ipLiteral(name)
-        known = [literal] if literal is not None else self.hints.get(name.lower())
+        known = self.hints.get(name.lower())
+        if not known:
+            literal = _ipLiteral(name)
+            known = None if literal is None else [literal]
         if known:
             for address in known:
                 resolutionReceiver.addressResolved(_address(address, portNumber))
@@ -1058,9 +1070,7 @@ class SRVClientEndpoint:
         return d.addCallback(self._targetsOf)
 
     def _targetsOf(self, answer: _Answer) -> tuple[list[SRVTarget], _Answer]:
-        targets = [SRVTarget(str(payload.target).rstrip("."), payload.port,
-                             payload.priority, payload.weight)
-                   for payload, _ in answer.records]
+        targets = answer.targets
         if not targets:
             if self.fallbackPort is not None:
                 return [SRVTarget(self.domain, self.fallbackPort)], answer
