@@ -7,9 +7,13 @@ C{srv:} -- connect to a service found through DNS SRV records (RFC 2782).
     srv:_http._tcp:service.consul:resolver=127.0.0.1\\:8600
     srv:ldap:example.com:fallbackPort=389:cache=no
 
-The record C{_SERVICE._PROTO.DOMAIN} is looked up with L{twisted.names}
-(the wire format) over the reactor's UDP, and TCP when an answer is
-truncated; the reactor is never blocked.  Without C{resolver=} the name
+The record C{_SERVICE._PROTO.DOMAIN} is looked up with L{twisted.names}'s
+wire format, over a UDP socket the reactor reads (from a random port, with
+a random ID, sent again every second to the next server until
+C{resolveTimeout=}), and over TCP when an answer is truncated; the reactor
+is never blocked.  Answers with records are kept by their TTL, answers
+without records as their SOA allows (RFC 2308), and lookups of the same
+name under way are shared.  Without C{resolver=} the name
 servers are those of the system's C{/etc/resolv.conf} (re-read when it
 changes); with C{resolver=HOST:PORT} (C{|}-separated, colons escaped) those
 servers are asked instead, and the targets' addresses (A and AAAA) are asked
@@ -28,9 +32,10 @@ that port (as RFC 2782 allows).  A name server that does not answer within
 C{resolveTimeout=} is L{SRVResolveTimeout}; one that answers with an error
 is L{SRVLookupFailed}.
 
-Answers are cached by their TTL in a bounded cache (L{SRVCache}, shared by
-the endpoints of one process; C{cache=no} turns it off), so that a busy
-client asks once per TTL, not once per connection.
+The cache (L{SRVCache}) is bounded and shared by the endpoints of one
+process; C{cache=no} turns it off (one query per connection).  A busy
+client asks once per TTL, not once per connection; within a TTL nothing is
+built per connection but the attempt itself.
 
 The lookup always happens in this process: inside a proxy
 (C{socks5:...:endpoint=srv\\:...}) it finds the proxy, and the proxy is never
@@ -41,7 +46,8 @@ the SRV domain, as RFC 6125 (section 6.2.1) recommends: the domain is what
 the user asked for, while the targets come from DNS, which an attacker may
 forge without DNSSEC.  A wrapper that verifies each target instead (when a
 deployment's certificates name the target hosts) wraps each target's
-endpoint through L{SRVClientEndpoint.wrapTargets}.
+endpoint through L{SRVClientEndpoint.wrapTargets} (what C{tlswrap:}'s
+C{verifyTarget=yes} is meant to use).
 
 The chosen target is logged at debug level, and is
 L{SRVClientEndpoint.lastTarget} when the connect L{Deferred} fires.
