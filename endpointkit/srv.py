@@ -8,10 +8,10 @@ C{srv:} -- connect to a service found through DNS SRV records (RFC 2782).
     srv:ldap:example.com:fallbackPort=389:cache=no
 
 The record C{_SERVICE._PROTO.DOMAIN} is looked up with L{twisted.names}'s
-wire format, over a UDP socket the reactor reads (from a random port, with
-a random ID, sent again every second to the next server until
-C{resolveTimeout=}), and over TCP when an answer is truncated; the reactor
-is never blocked.  Answers with records are kept by their TTL, answers
+wire format, over a UDP socket the reactor reads (a random port and a
+random ID; the query goes to the next server every second, or every third
+of C{resolveTimeout=} when that is shorter, until the deadline), and over
+TCP when an answer is truncated; the reactor is never blocked.  Answers with records are kept by their TTL, answers
 without records as their SOA allows (RFC 2308), and lookups of the same
 name under way are shared.  Without C{resolver=} the name
 servers are those of the system's C{/etc/resolv.conf} (re-read when it
