@@ -120,6 +120,7 @@ if TYPE_CHECKING:
     from endpointkit.srv import SRVResolveTimeout as SRVResolveTimeout
     from endpointkit.srv import SRVTarget as SRVTarget
     from endpointkit.srv import orderTargets as orderTargets
+    from endpointkit.srv import targetOf as targetOf
     from endpointkit.ssh import SSHAuthenticationFailed as SSHAuthenticationFailed
     from endpointkit.ssh import SSHChannelOpenFailed as SSHChannelOpenFailed
     from endpointkit.ssh import SSHClientEndpoint as SSHClientEndpoint

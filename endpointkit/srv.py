@@ -49,8 +49,9 @@ deployment's certificates name the target hosts) wraps each target's
 endpoint through L{SRVClientEndpoint.wrapTargets} (what C{tlswrap:}'s
 C{verifyTarget=yes} is meant to use).
 
-The chosen target is logged at debug level, and is
-L{SRVClientEndpoint.lastTarget} when the connect L{Deferred} fires.
+The chosen target is logged at debug level; L{targetOf} gives it for a
+connected protocol (as L{endpointkit.failover.servedBy} gives a member), and
+L{SRVClientEndpoint.lastTarget} is the latest.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ import random as _random
 import re
 import socket
 import struct
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,6 +108,7 @@ __all__ = [
     "ServiceNotAvailable",
     "orderTargets",
     "srvType",
+    "targetOf",
 ]
 
 _log = Logger()
@@ -956,6 +959,23 @@ class _ResolvingReactor:
 # The endpoint.
 
 
+_targetOf: weakref.WeakKeyDictionary[object, SRVTarget] = weakref.WeakKeyDictionary()
+
+
+def targetOf(protocol: object) -> SRVTarget | None:
+    """
+    The target that C{protocol} (as the connect L{Deferred} of an
+    L{SRVClientEndpoint} gave it) was connected to, or L{None} when it was
+    not connected by one (or cannot be weakly referenced): for a relay's log
+    line or a metric, per connection (L{SRVClientEndpoint.lastTarget} is only
+    the latest).
+    """
+    try:
+        return _targetOf.get(protocol)
+    except TypeError:
+        return None
+
+
 TargetWrapper = Callable[[IStreamClientEndpoint, SRVTarget], IStreamClientEndpoint]
 """
 What L{SRVClientEndpoint.wrapTargets} takes: given one target's endpoint and
@@ -1189,6 +1209,10 @@ class _Connection:
         self.current = None
         endpoint = self.endpoint
         endpoint.lastTarget = target
+        try:
+            _targetOf[protocol] = target
+        except TypeError:
+            pass
         _log.debug("srv: {record} connected to target {target}",
                    record=endpoint.recordName, target=str(target))
         self.result.callback(protocol)

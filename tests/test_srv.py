@@ -43,6 +43,7 @@ from endpointkit.srv import (
     SRVTarget,
     _systemServers,
     orderTargets,
+    targetOf,
 )
 from tests._support import (
     freePort,
@@ -672,9 +673,11 @@ class DnsmasqTests(TestCase):
                           srvRecord("_svc._tcp", "a.example.test", firstPort, 0, 1))
         endpoint = self.srv(dnsmasq, ":cache=no")
         for _ in range(5):
-            await self.exchange(endpoint)
+            client = await self.exchange(endpoint)
+            self.assertEqual(targetOf(client), SRVTarget("a.example.test", firstPort, 0, 1))
         self.assertEqual((first.accepted, second.accepted), (5, 0))
         self.assertEqual(endpoint.lastTarget, SRVTarget("a.example.test", firstPort, 0, 1))
+        self.assertIsNone(targetOf(Exchange()))
 
     async def test_weightsThroughDnsmasq(self) -> None:
         """
@@ -955,6 +958,25 @@ class DnsmasqTests(TestCase):
         await self.exchange(endpointkit.clientFromString(_reactor, description))
         self.assertEqual(server.accepted, 1)
         self.assertEqual(dnsmasq.queries("_socks._tcp.example.test"), 1)
+
+    async def test_insideFallback(self) -> None:
+        """
+        C{fallback:} moves on from an C{srv:} member whose record does not
+        exist, and C{race:} is won by the C{srv:} member that connects.
+        """
+        server, port = await self.listen()
+        dnsmasq = Dnsmasq(self, "--host-record=a.example.test,127.0.0.1",
+                          srvRecord("_svc._tcp", "a.example.test", port))
+        missing = buildDescription("srv", "missing", "example.test", resolver=dnsmasq.resolver)
+        present = buildDescription("srv", "svc", "example.test", resolver=dnsmasq.resolver)
+        direct = buildDescription("tcp", "127.0.0.1", port)
+        await self.exchange(endpointkit.clientFromString(
+            _reactor, buildDescription("fallback", missing, direct)))
+        client = await self.exchange(endpointkit.clientFromString(
+            _reactor, buildDescription("race", present, buildDescription("tcp", "127.0.0.1",
+                                                                          freePort()))))
+        self.assertEqual(targetOf(client), SRVTarget("a.example.test", port, 0, 10))
+        self.assertEqual(server.accepted, 2)
 
     async def test_cancelDuringTargetAttempt(self) -> None:
         dnsmasq = Dnsmasq(self, "--host-record=slow.example.test,127.0.0.1",
