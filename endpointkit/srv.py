@@ -1278,7 +1278,7 @@ class _Domain(Host):
         if _ipLiteral(value) is not None:
             raise Invalid(hint="SRV records belong to a domain name, not an address; "
                           "use tcp: or hostname: for an address")
-        return value.rstrip(".")
+        return value
 
 
 class _Servers(Kind):

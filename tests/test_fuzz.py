@@ -40,6 +40,7 @@ from endpointkit._schema import EndpointType, Parsed
 from endpointkit.process import CommandLine, Environment
 from endpointkit.proxy import Headers
 from endpointkit.proxyprotocol import Trust, _AddressPort, _Trusted
+from endpointkit.srv import _ProtoLabel, _Servers, _ServiceLabel
 from endpointkit.ssh import Fingerprint, Identities
 from endpointkit.tlswrap import ALPN_PROTOCOLS, _Pins, _Protocols
 
@@ -187,7 +188,18 @@ def valuesFor(kind: Kind) -> st.SearchStrategy[Any] | None:
                       st.integers(0, 65535)))
     if isinstance(kind, Path | String):
         return TEXT if getattr(kind, "nonEmpty", True) else st.text(max_size=20)
+    if isinstance(kind, _ServiceLabel):
+        return st.one_of(LABEL, st.tuples(LABEL, LABEL).map(lambda p: f"_{p[0]}._{p[1]}"))
+    if isinstance(kind, _ProtoLabel):
+        return LABEL
+    if isinstance(kind, _Servers):
+        server = st.tuples(st.sampled_from(["127.0.0.1", "::1", "10.0.0.53"]),
+                           st.integers(1, 65535))
+        return st.lists(server, min_size=1, max_size=3).map(tuple)
     return None
+
+
+LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 
 
 NATIVE = (Port, Int, Seconds, Bool, Choice, Host, Path, String, Nested)
