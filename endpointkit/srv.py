@@ -91,7 +91,7 @@ from twisted.names import dns
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from endpointkit._grammar import buildDescription, formatSeconds
+from endpointkit._grammar import buildDescription, formatDuration
 from endpointkit._kinds import Bool, Host, Int, Invalid, Kind, Port, Seconds
 from endpointkit._schema import Arg, EndpointType
 from endpointkit.deadline import connectWithTimeout
@@ -281,7 +281,7 @@ class SRVResolveTimeout(SRVError):
         SRVError.__init__(
             self, record,
             f"srv: no answer to the {what} query for {record} within "
-            f"{formatSeconds(seconds)} s (resolveTimeout) from {asked}")
+            f"{formatDuration(seconds)} (resolveTimeout) from {asked}")
 
 
 class SRVLookupFailed(SRVError):
