@@ -41,8 +41,11 @@ The lookup always happens in this process: inside a proxy
 (C{socks5:...:endpoint=srv\\:...}) it finds the proxy, and the proxy is never
 asked to resolve SRV records.
 
-TLS: the name a TLS wrapper should verify is L{SRVClientEndpoint.tlsHostname},
-the SRV domain, as RFC 6125 (section 6.2.1) recommends: the domain is what
+TLS: the name a TLS wrapper should verify is the SRV domain, as RFC 6125
+(section 6.2.1) recommends.  C{tlswrap:endpoint=srv\\:...} verifies it
+without C{hostname=}: the domain is C{srv:}'s C{host} argument, where
+C{tlswrap:} looks (L{endpointkit.tlswrap.targetHost}); from Python it is
+L{SRVClientEndpoint.tlsHostname}.  The domain is what
 the user asked for, while the targets come from DNS, which an attacker may
 forge without DNSSEC.  A wrapper that verifies each target instead (when a
 deployment's certificates name the target hosts) wraps each target's
@@ -1333,14 +1336,14 @@ def _validate(values: Mapping[str, Any], given: frozenset[str]) -> None:
                 f"names the protocol {long!r}; give one of the two")
 
 
-def _build(reactor: Any, service: str, domain: str, proto: str,
+def _build(reactor: Any, service: str, host: str, proto: str,
            resolver: tuple[tuple[str, int], ...] | None, attemptTimeout: float,
            fallbackPort: int | None, cache: bool, resolveTimeout: float,
            seed: int | None, bindAddress: str | None) -> SRVClientEndpoint:
     if "." in service:
         service, proto = service.split(".")
     return SRVClientEndpoint(
-        reactor, service, domain, proto, resolvers=resolver, attemptTimeout=attemptTimeout,
+        reactor, service, host, proto, resolvers=resolver, attemptTimeout=attemptTimeout,
         fallbackPort=fallbackPort, cache=_sharedCache if cache else None,
         resolveTimeout=resolveTimeout, seed=seed, bindAddress=bindAddress)
 
@@ -1351,8 +1354,10 @@ srvType = EndpointType(
         Arg("service", _ServiceLabel(),
             help="the service: _imaps._tcp, or imaps with proto=; the record queried is "
                  "_SERVICE._PROTO.DOMAIN", positional=True),
-        Arg("domain", _Domain(), help="the domain whose SRV records are looked up",
-            positional=True),
+        # Named "host" as every type names the host its connections reach,
+        # so that tlswrap: verifies the domain (endpointkit.tlswrap.targetHost).
+        Arg("host", _Domain(), help="the DOMAIN whose SRV records are looked up; TLS "
+            "around srv: verifies this name (RFC 6125)", positional=True),
         Arg("proto", _ProtoLabel(), "tcp",
             "the protocol label of the short form (the connection is always TCP)"),
         Arg("resolver", _Servers(), None,

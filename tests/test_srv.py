@@ -45,6 +45,7 @@ from endpointkit.srv import (
     orderTargets,
     targetOf,
 )
+from endpointkit.tlswrap import TLSHandshakeError
 from tests._support import (
     freePort,
     requirePeer,
@@ -180,9 +181,9 @@ class DescriptionTests(SynchronousTestCase):
         return caught.exception
 
     def test_errors(self) -> None:
-        self.assertRefused("srv:imaps", "missing required argument 'domain'")
+        self.assertRefused("srv:imaps", "missing required argument 'host'")
         self.assertRefused("srv:_imaps._udp:example.com:proto=tcp", "proto", "udp")
-        self.assertRefused("srv:imaps:192.0.2.1", "domain", "not an address")
+        self.assertRefused("srv:imaps:192.0.2.1", "host", "not an address")
         self.assertRefused("srv:im aps:example.com", "service")
         self.assertRefused("srv:_a._b._c:example.com", "service")
         self.assertRefused("srv:imaps:example.com:resolver=ns.example.com", "resolver",
@@ -215,7 +216,7 @@ class DescriptionTests(SynchronousTestCase):
         self.assertIn("srv:imaps:example.com", text)
         self.assertIn("service = 'imaps'", text)
         self.assertIn("proto = 'tcp'", text)
-        self.assertIn("domain = 'example.com'", text)
+        self.assertIn("host = 'example.com'", text)
 
     def test_systemServersReread(self) -> None:
         """
@@ -911,6 +912,43 @@ class DnsmasqTests(TestCase):
         client = Exchange()
         await within(connectProtocol(perTarget, client))
         self.assertEqual(await within(client.done), b"")
+
+    async def tlsServer(self, name: str) -> tuple[int, str]:
+        """
+        A TLS echo listener whose self-signed certificate names only
+        C{name}; its port and the certificate's file.
+        """
+        certificate, key = selfSignedCertificate(name)
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(certificate)
+        options = ssl.PrivateCertificate.loadPEM(certificate + key).options()
+        port = _reactor.listenSSL(0, Server(), options, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port, path
+
+    async def test_tlswrapVerifiesDomain(self) -> None:
+        """
+        C{tlswrap:} around C{srv:} verifies the SRV domain by default: a
+        certificate for the domain is accepted, one for the target only is
+        refused.
+        """
+        forDomain, domainCA = await self.tlsServer("example.test")
+        forTarget, targetCA = await self.tlsServer("a.example.test")
+        dnsmasq = Dnsmasq(self, "--host-record=a.example.test,127.0.0.1",
+                          srvRecord("_good._tcp", "a.example.test", forDomain),
+                          srvRecord("_bad._tcp", "a.example.test", forTarget))
+
+        def described(service: str, trust: str) -> IStreamClientEndpoint:
+            inner = buildDescription("srv", service, "example.test", resolver=dnsmasq.resolver)
+            endpoint: IStreamClientEndpoint = endpointkit.clientFromString(
+                _reactor, buildDescription("tlswrap", endpoint=inner, trustRoots=trust))
+            return endpoint
+
+        await self.exchange(described("good", domainCA))
+        with self.assertRaises(TLSHandshakeError) as caught:
+            await within(connectProtocol(described("bad", targetCA), Exchange()))
+        self.assertEqual(caught.exception.hostname, "example.test")
 
     async def test_relayToSrv(self) -> None:
         """
