@@ -1136,10 +1136,13 @@ class SRVClientEndpoint:
         reactor: Any = self.reactor
         if self.resolvers is not None:
             reactor = _ResolvingReactor(reactor, _AddressResolver(self._resolver, addresses or {}))
+        # A (host, 0) pair, as hostname: gives it: Twisted before 26.4 binds
+        # a bare string as it is, which an IPv6 socket refuses.
+        local = None if self.bindAddress is None else (self.bindAddress, 0)
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
             reactor, target.host, target.port,
             # The attempt's own deadline (connectWithTimeout) comes first.
-            timeout=self.attemptTimeout + 1, bindAddress=self.bindAddress)
+            timeout=self.attemptTimeout + 1, bindAddress=local)
         if self.wrapTarget is not None:
             endpoint = self.wrapTarget(endpoint, target)
         return endpoint
