@@ -9,14 +9,17 @@ stand-in unnecessary, so that raising the floor past it deletes it.
 
 from __future__ import annotations
 
+import inspect
 import socket
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import endpoints, tcp
 from twisted.internet.interfaces import (
     IListeningPort,
+    IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
+    IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.protocols.policies import WrappingFactory
@@ -66,8 +69,12 @@ def listenTCPReusePort(reactor: Any, port: int, factory: IProtocolFactory,
     return reusing
 
 
-# Twisted 26.4: twisted.internet.endpoints.wrapServerTLS.  Before, the same
-# wrapping with TLSMemoryBIOFactory (server side).
+# Twisted 26.4: twisted.internet.endpoints.wrapServerTLS, and a clock for
+# TLS's buffered writes in it and in wrapClientTLS.  Before, the same
+# wrapping with TLSMemoryBIOFactory (server side), and no clock.
+_TLS_TAKES_CLOCK = "clock" in inspect.signature(endpoints.wrapClientTLS).parameters
+
+
 @implementer(IStreamServerEndpoint)
 class _TLSServerEndpoint:
     def __init__(self, creator: IOpenSSLServerConnectionCreator,
@@ -82,17 +89,29 @@ class _TLSServerEndpoint:
             TLSMemoryBIOFactory(self._creator, False, protocolFactory))
 
 
-def wrapServerTLS(creator: IOpenSSLServerConnectionCreator,
-                  wrapped: IStreamServerEndpoint) -> IStreamServerEndpoint:
+def wrapServerTLS(creator: IOpenSSLServerConnectionCreator, wrapped: IStreamServerEndpoint,
+                  clock: Any = None) -> IStreamServerEndpoint:
     """
     TLS around any server endpoint: Twisted's C{wrapServerTLS} where it
-    exists.
+    exists (with C{clock} where Twisted takes one).
     """
     own = getattr(endpoints, "wrapServerTLS", None)
     if own is not None:
-        wrapping: IStreamServerEndpoint = own(creator, wrapped)
+        wrapping: IStreamServerEndpoint = (own(creator, wrapped, clock) if _TLS_TAKES_CLOCK
+                                           else own(creator, wrapped))
         return wrapping
     return _TLSServerEndpoint(creator, wrapped)
+
+
+def wrapClientTLS(creator: IOpenSSLClientConnectionCreator, wrapped: IStreamClientEndpoint,
+                  clock: Any = None) -> IStreamClientEndpoint:
+    """
+    Twisted's C{wrapClientTLS}, with C{clock} where Twisted takes one.
+    """
+    wrapping: IStreamClientEndpoint = (
+        endpoints.wrapClientTLS(creator, wrapped, clock) if _TLS_TAKES_CLOCK
+        else endpoints.wrapClientTLS(creator, wrapped))
+    return wrapping
 
 
 # Twisted 26.4: the tls: server description (TLS over TCP/IPv6 with a

@@ -83,6 +83,9 @@ class EndpointType:
         anyone): called with the typed values, it gives one short sentence
         per setting; L{Parsed.warnings} collects them, nested ones included,
         for C{endpointkit check} and the log.
+    @ivar notes: what C{endpointkit check} tells about one description
+        beside its values (for C{srv:}, the record that will be queried):
+        called with the typed values, it gives one short line each.
     @ivar probe: what building cannot see and listening or connecting would
         fail on (a missing directory for a socket file, a path too long):
         called with the typed values, without listening or connecting, it
@@ -102,6 +105,7 @@ class EndpointType:
     validate: Callable[[Mapping[str, Any], frozenset[str]], None] | None = None
     build: Callable[[Any, Parsed], Any] | None = None
     insecure: Callable[[Mapping[str, Any]], Iterable[str]] | None = None
+    notes: Callable[[Mapping[str, Any]], Iterable[str]] | None = None
     probe: Callable[[Mapping[str, Any]], None] | None = None
     byName: Mapping[str, Arg] = field(init=False, repr=False)
 

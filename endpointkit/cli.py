@@ -167,6 +167,9 @@ def _describe(parsed: Parsed, out: TextIO, indent: str = "") -> None:
             out.write(f"***{note}\n")
         else:
             out.write(f"{value!r}{note}\n")
+    if etype.notes is not None:
+        for line in etype.notes(parsed.values):
+            out.write(f"{indent}  -> {line}\n")
 
 
 def _buildError(text: str, parsed: Parsed, error: Exception) -> str:

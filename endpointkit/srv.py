@@ -43,7 +43,7 @@ asked to resolve SRV records.
 
 TLS: the name a TLS wrapper should verify is the SRV domain, as RFC 6125
 (section 6.2.1) recommends.  C{tlswrap:endpoint=srv\\:...} verifies it
-without C{hostname=}: the domain is C{srv:}'s C{host} argument, where
+without C{hostname=}: the domain is C{srv:}'s C{domain} argument, where
 C{tlswrap:} looks (L{endpointkit.tlswrap.targetHost}); from Python it is
 L{SRVClientEndpoint.tlsHostname}.  The domain is what
 the user asked for, while the targets come from DNS, which an attacker may
@@ -1339,16 +1339,24 @@ def _validate(values: Mapping[str, Any], given: frozenset[str]) -> None:
                 f"names the protocol {long!r}; give one of the two")
 
 
-def _build(reactor: Any, service: str, host: str, proto: str,
+def _build(reactor: Any, service: str, domain: str, proto: str,
            resolver: tuple[tuple[str, int], ...] | None, attemptTimeout: float,
            fallbackPort: int | None, cache: bool, resolveTimeout: float,
            seed: int | None, bindAddress: str | None) -> SRVClientEndpoint:
     if "." in service:
         service, proto = service.split(".")
     return SRVClientEndpoint(
-        reactor, service, host, proto, resolvers=resolver, attemptTimeout=attemptTimeout,
+        reactor, service, domain, proto, resolvers=resolver, attemptTimeout=attemptTimeout,
         fallbackPort=fallbackPort, cache=_sharedCache if cache else None,
         resolveTimeout=resolveTimeout, seed=seed, bindAddress=bindAddress)
+
+
+def _notes(values: Mapping[str, Any]) -> list[str]:
+    service, proto = values["service"], values["proto"]
+    if "." in service:
+        service, proto = service.split(".")
+    name = f"_{service.lstrip('_')}._{proto.lstrip('_')}.{values['domain'].rstrip('.')}"
+    return [f"queries the SRV records of {name}"]
 
 
 srvType = EndpointType(
@@ -1357,9 +1365,8 @@ srvType = EndpointType(
         Arg("service", _ServiceLabel(),
             help="the service: _imaps._tcp, or imaps with proto=; the record queried is "
                  "_SERVICE._PROTO.DOMAIN", positional=True),
-        # Named "host" as every type names the host its connections reach,
-        # so that tlswrap: verifies the domain (endpointkit.tlswrap.targetHost).
-        Arg("host", _Domain(), help="the DOMAIN whose SRV records are looked up; TLS "
+        # tlswrap: verifies this name (endpointkit.tlswrap.targetHost).
+        Arg("domain", _Domain(), help="the DOMAIN whose SRV records are looked up; TLS "
             "around srv: verifies this name (RFC 6125)", positional=True),
         Arg("proto", _ProtoLabel(), "tcp",
             "the protocol label of the short form (the connection is always TCP)"),
@@ -1382,4 +1389,5 @@ srvType = EndpointType(
     "always local (inside a proxy it finds the proxy)",
     factory=_build,
     validate=_validate,
+    notes=_notes,
 )

@@ -81,7 +81,6 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from OpenSSL.crypto import X509, PKey
 from twisted.internet import defer
-from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
@@ -108,6 +107,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
+from endpointkit._compat import wrapClientTLS, wrapServerTLS
 from endpointkit._grammar import DescriptionError, buildDescription, didYouMean
 from endpointkit._kinds import Choice, Host, Invalid, Kind, Nested, Path, Seconds, String
 from endpointkit._schema import Arg, EndpointType, Parsed
@@ -135,31 +135,6 @@ __all__ = [
 _log = Logger()
 
 PREFIX = "tlswrap"
-
-
-# Compatibility.  wrapServerTLS is not in Twisted 24.x (twisted.internet.
-# endpoints has it in the Twisted 26 this project is tested with): without
-# it, TLS is added the way it does it, a TLSMemoryBIOFactory around the
-# application's factory.  Kept here alone, for the compat module to take.
-
-
-def _wrapServerTLS(creator: IOpenSSLServerConnectionCreator, endpoint: IStreamServerEndpoint,
-                   clock: Any) -> IStreamServerEndpoint:
-    try:
-        from twisted.internet.endpoints import wrapServerTLS
-    except ImportError:  # Twisted 24.x
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
-        @implementer(IStreamServerEndpoint)
-        class _Wrapped:
-            def listen(self, factory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
-                listening: defer.Deferred[IListeningPort] = endpoint.listen(
-                    TLSMemoryBIOFactory(creator, False, factory, clock=clock))
-                return listening
-
-        return _Wrapped()
-    wrapped: IStreamServerEndpoint = wrapServerTLS(creator, endpoint, clock)
-    return wrapped
 
 
 # Errors.
@@ -1138,7 +1113,7 @@ class TLSWrapServerEndpoint:
         one not valid yet, is logged with its dates.
         """
         self.certificates.warnValidity()
-        wrapped = _wrapServerTLS(self.certificates, self.endpoint, self._clock)
+        wrapped = wrapServerTLS(self.certificates, self.endpoint, self._clock)
         listening: defer.Deferred[Any] = defer.maybeDeferred(wrapped.listen, protocolFactory)
         listening.addCallback(lambda port: TLSWrapPort(port, self.certificates))
         return listening
@@ -1156,16 +1131,15 @@ def targetHost(parsed: Parsed) -> str | None:
     How a type offers it: it declares the target host as an argument named
     C{host}, as C{tcp:}, C{hostname:}, C{ssl:}, C{tls:} and the proxies
     (C{socks5:}, C{socks4a:}, C{httpconnect:}, whose C{endpoint=} is the way
-    to the proxy) do; a wrapper with no C{host} of its own is seen through
-    to its C{endpoint=} (C{timeout:}).  An C{ssh:} or C{srv:} type offers its
-    destination the same way, as its C{host} argument (for C{srv:}, the
-    domain whose name the certificate must have).
+    to the proxy) do, or as C{domain}, as C{srv:} does (the domain whose name
+    the certificate must have, RFC 6125); a wrapper with neither is seen
+    through to its C{endpoint=} (C{timeout:}).
     """
     current: Parsed | None = parsed
     for _ in range(32):
         if current is None or current.type is None:
             return None
-        host = current.values.get("host")
+        host = current.values.get("host") or current.values.get("domain")
         if isinstance(host, str) and host:
             return host
         inner = current.values.get("endpoint")

@@ -181,9 +181,9 @@ class DescriptionTests(SynchronousTestCase):
         return caught.exception
 
     def test_errors(self) -> None:
-        self.assertRefused("srv:imaps", "missing required argument 'host'")
+        self.assertRefused("srv:imaps", "missing required argument 'domain'")
         self.assertRefused("srv:_imaps._udp:example.com:proto=tcp", "proto", "udp")
-        self.assertRefused("srv:imaps:192.0.2.1", "host", "not an address")
+        self.assertRefused("srv:imaps:192.0.2.1", "domain", "not an address")
         self.assertRefused("srv:im aps:example.com", "service")
         self.assertRefused("srv:_a._b._c:example.com", "service")
         self.assertRefused("srv:imaps:example.com:resolver=ns.example.com", "resolver",
@@ -216,7 +216,12 @@ class DescriptionTests(SynchronousTestCase):
         self.assertIn("srv:imaps:example.com", text)
         self.assertIn("service = 'imaps'", text)
         self.assertIn("proto = 'tcp'", text)
-        self.assertIn("host = 'example.com'", text)
+        self.assertIn("domain = 'example.com'", text)
+        self.assertIn("-> queries the SRV records of _imaps._tcp.example.com", text)
+        out = io.StringIO()
+        main(["check", "--client", "srv:_xmpp-client._tcp:example.org."], out, err)
+        self.assertIn("-> queries the SRV records of _xmpp-client._tcp.example.org",
+                      out.getvalue())
 
     def test_systemServersReread(self) -> None:
         """
