@@ -263,7 +263,7 @@ def report(runs: list[dict[str, list[tuple[float, float]]]], rounds: int) -> Non
         bareWall, bareCPU = medians(bare)
         print(f"run {number}")
         print(f"  {'endpoint':<38}{'median us':>11}{'p90 us':>10}{'CPU us':>10}"
-              f"{'ratio':>8}{'CPU ratio':>11}")
+              f"{'ratio':>9}{'CPU ratio':>11}")
         for name, samples in times.items():
             wall, cpu = medians(samples)
             ordered = sorted(s[0] for s in samples)
@@ -271,7 +271,7 @@ def report(runs: list[dict[str, list[tuple[float, float]]]], rounds: int) -> Non
             if name != bareName:
                 ratios.setdefault(name, []).append(ratio)
             print(f"  {name:<38}{wall * 1e6:>11.1f}{ordered[int(len(ordered) * 0.9)] * 1e6:>10.1f}"
-                  f"{cpu * 1e6:>10.1f}{ratio[0]:>8.3f}{ratio[1]:>11.3f}")
+                  f"{cpu * 1e6:>10.1f}{ratio[0]:>9.3f}{ratio[1]:>11.3f}")
         wall, cpu = medians(times[TARGETS[2]])
         handWall, handCPU = medians(times[BY_HAND])
         ratios.setdefault(f"{TARGETS[2]} / by hand", []).append(

@@ -42,6 +42,12 @@ member in L{endpointkit.metrics} (prometheus_client's global registry unless
 one is given).  L{servedBy} names the member a connected protocol came
 through.
 
+A C{tcp:} or C{unix:} member with a whole-second C{attemptTimeout} (the
+default 10 is one) keeps the attempt deadline in its own connector, as
+C{timeout:} arranges, and is connected with nothing between it and the
+caller's factory; with fractions of a second, or for any other member, the
+deadline is a timer of its own per attempt.
+
 Around the relay's CONNECT, mind the relay's own C{--connect-timeout}
 (default 10 s) bounds the whole connect: set C{attemptTimeout} below it
 divided by the members, so that the backup is reached when the primary never
