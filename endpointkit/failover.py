@@ -42,6 +42,12 @@ member in L{endpointkit.metrics} (prometheus_client's global registry unless
 one is given).  L{servedBy} names the member a connected protocol came
 through.
 
+A C{tcp:} or C{unix:} member with a whole-second C{attemptTimeout} (the
+default 10 is one) keeps the attempt deadline in its own connector, as
+C{timeout:} arranges, and is connected with nothing between it and the
+caller's factory; with fractions of a second, or for any other member, the
+deadline is a timer of its own per attempt.
+
 Around the relay's CONNECT, mind the relay's own C{--connect-timeout}
 (default 10 s) bounds the whole connect: set C{attemptTimeout} below it
 divided by the members, so that the backup is reached when the primary never
@@ -55,7 +61,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, TimeoutError
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -64,7 +70,14 @@ from zope.interface import implementer
 from endpointkit._grammar import DescriptionError, buildDescription, formatSeconds
 from endpointkit._kinds import Nested, Seconds
 from endpointkit._schema import Arg, EndpointType, Parsed
-from endpointkit.deadline import TimeoutEndpoint, describeEndpoint, timeoutType
+from endpointkit.deadline import (
+    ConnectTimeout,
+    TimeoutEndpoint,
+    _asFactory,
+    _factoryClasses,
+    describeEndpoint,
+    timeoutType,
+)
 from endpointkit.metrics import BoundFailoverMetrics, FailoverMetrics, failoverMetrics
 
 __all__ = [
@@ -151,6 +164,9 @@ class AllMembersFailed(ConnectError):
         return (type(self), (self.prefix, self.reasons))
 
 
+_SERVED_BY = "_endpointkit_servedBy"
+
+# For the rare protocol that has no __dict__ (one with __slots__).
 _servedBy: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
@@ -158,19 +174,33 @@ def servedBy(protocol: object) -> str | None:
     """
     The description (secrets masked) of the C{fallback:} or C{race:} member
     through which C{protocol} was connected, or L{None} when it was not
-    connected through one (or cannot be weakly referenced).
+    connected through one (or keeps no attributes and cannot be weakly
+    referenced).
     """
     try:
-        return _servedBy.get(protocol)
+        found = vars(protocol).get(_SERVED_BY)
     except TypeError:
-        return None
+        try:
+            return _servedBy.get(protocol)
+        except TypeError:
+            return None
+    return found if isinstance(found, str) else None
 
 
 def _remember(protocol: object, description: str) -> None:
+    """
+    Note on C{protocol} the member that connected it: in its C{__dict__}
+    (no C{__setattr__} of its own is called), else in a weak map.  The
+    innermost C{fallback:} or C{race:} notes first, so the outermost has
+    the last word.
+    """
     try:
-        _servedBy[protocol] = description
+        vars(protocol)[_SERVED_BY] = description
     except TypeError:
-        pass
+        try:
+            _servedBy[protocol] = description
+        except TypeError:
+            pass
 
 
 def _abort(protocol: object) -> None:
@@ -217,6 +247,32 @@ class _Members:
 
     def _keywords(self) -> dict[str, Any]:
         return {"attemptTimeout": self.attemptTimeout}
+
+    def _attempt(self, index: int, factory: Any) -> Deferred[Any]:
+        """
+        Start an attempt through member C{index}.  A member that keeps the
+        deadline itself (C{tcp:}, C{unix:}: see
+        L{TimeoutEndpoint.innerTimesOut}) is connected directly, with no
+        layer between it and the caller's factory, and L{_error} names its
+        time-out; any other goes through its L{TimeoutEndpoint}.
+        """
+        timed = self.timed[index]
+        if timed.innerTimesOut:
+            return timed.endpoint.connect(factory)
+        return timed.connect(factory)
+
+    def _error(self, index: int, failure: Failure) -> BaseException:
+        """
+        Why member C{index}'s attempt failed: its own error, or
+        L{ConnectTimeout} when it kept the deadline itself and reached it.
+        """
+        error = failure.value
+        assert error is not None
+        if type(error) is TimeoutError:
+            timed = self.timed[index]
+            if timed.innerTimesOut:
+                return ConnectTimeout(timed.endpoint, timed.timeout, self.descriptions[index])
+        return error
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.description}>"
@@ -276,7 +332,10 @@ class FallbackClientEndpoint(_Members):
         Connect through the first member that is not cooling down and
         connects; see the module's description.
         """
-        return _Fallback(self, protocolFactory).result
+        factory: Any = protocolFactory
+        if type(factory) not in _factoryClasses:
+            factory = _asFactory(factory)
+        return _Fallback(self, factory).result
 
     def _failed(self, index: int, error: BaseException) -> None:
         now = self.reactor.seconds()
@@ -299,15 +358,25 @@ class FallbackClientEndpoint(_Members):
 class _Fallback:
     """
     One connect through a L{FallbackClientEndpoint}.
+
+    @ivar index: the member being tried.
+    @ivar skipped: the members skipped in this connect, cooling down (none:
+        L{None}); each index is tried or skipped once, then one of these may
+        be tried once more.
+    @ivar reasons: why each member tried in this connect failed (none yet:
+        L{None}).
     """
 
-    def __init__(self, owner: FallbackClientEndpoint, factory: IProtocolFactory) -> None:
+    __slots__ = ("cancelled", "current", "factory", "index", "owner", "position", "probed",
+                 "reasons", "result", "skipped")
+
+    def __init__(self, owner: FallbackClientEndpoint, factory: Any) -> None:
         self.owner = owner
         self.factory = factory
         self.position = 0
-        self.tried: set[int] = set()
-        self.skipped: list[int] = []
-        self.reasons: dict[int, BaseException] = {}
+        self.index = 0
+        self.skipped: list[int] | None = None
+        self.reasons: dict[int, BaseException] | None = None
         self.probed = False
         self.cancelled = False
         self.current: Deferred[Any] | None = None
@@ -316,25 +385,30 @@ class _Fallback:
 
     def _choose(self) -> int | None:
         owner = self.owner
-        count = len(owner.endpoints)
-        now = owner.reactor.seconds()
+        failedAt = owner.failedAt
+        cooldown = owner.cooldown
+        count = len(failedAt)
+        now: float | None = None
         while self.position < count:
             index = self.position
             self.position += 1
-            if owner.coolingDown(index, now):
-                self.skipped.append(index)
-                owner.metrics.skip(index)
-                continue
+            failed = failedAt[index]
+            if failed is not None and cooldown:
+                if now is None:
+                    now = owner.reactor.seconds()
+                if now < failed + cooldown:
+                    if self.skipped is None:
+                        self.skipped = []
+                    self.skipped.append(index)
+                    owner.metrics.skip(index)
+                    continue
             return index
-        if self.probed:
-            return None
-        untried = [index for index in self.skipped if index not in self.tried]
-        if not untried:
+        if self.probed or not self.skipped:
             return None
         # Every member is cooling down or failed in this connect: try the one
         # that failed longest ago, once.
         self.probed = True
-        return min(untried, key=lambda index: owner.failedAt[index] or 0.0)
+        return min(self.skipped, key=lambda index: failedAt[index] or 0.0)
 
     def _next(self) -> None:
         index = self._choose()
@@ -342,31 +416,34 @@ class _Fallback:
             self._allFailed()
             return
         owner = self.owner
-        self.tried.add(index)
+        self.index = index
         owner.metrics.attempt(index)
-        d: Deferred[Any] = owner.timed[index].connect(self.factory)
+        d = owner._attempt(index, self.factory)
         self.current = d
-        d.addCallbacks(self._connected, self._failed, callbackArgs=(index,),
-                       errbackArgs=(index,))
+        d.addCallbacks(self._connected, self._failed)
 
-    def _connected(self, protocol: Any, index: int) -> None:
+    def _connected(self, protocol: Any) -> None:
         self.current = None
         if self.cancelled or self.result.called:
             # Delivered by a canceller.
             _abort(protocol)
             return
         owner = self.owner
-        owner._connected(index)
+        index = self.index
+        if owner.failedAt[index] is not None:
+            owner._connected(index)
         owner.metrics.win(index)
         _remember(protocol, owner.descriptions[index])
         self.result.callback(protocol)
 
-    def _failed(self, failure: Failure, index: int) -> None:
+    def _failed(self, failure: Failure) -> None:
         self.current = None
         if self.cancelled:
             return
-        error = failure.value
-        assert error is not None
+        index = self.index
+        error = self.owner._error(index, failure)
+        if self.reasons is None:
+            self.reasons = {}
         self.reasons[index] = error
         self.owner._failed(index, error)
         self._next()
@@ -374,9 +451,10 @@ class _Fallback:
     def _allFailed(self) -> None:
         owner = self.owner
         now = owner.reactor.seconds()
+        tried = self.reasons or {}
         reasons: list[tuple[str, BaseException]] = []
         for index, description in enumerate(owner.descriptions):
-            error = self.reasons.get(index)
+            error = tried.get(index)
             if error is None:
                 failedAt = owner.failedAt[index] or now
                 error = MemberCoolingDown(description, now - failedAt,
@@ -430,7 +508,10 @@ class RaceClientEndpoint(_Members):
         """
         Race the members; see the module's description.
         """
-        return _Race(self, protocolFactory).result
+        factory: Any = protocolFactory
+        if type(factory) not in _factoryClasses:
+            factory = _asFactory(factory)
+        return _Race(self, factory).result
 
 
 class _Race:
@@ -438,7 +519,10 @@ class _Race:
     One connect through a L{RaceClientEndpoint}.
     """
 
-    def __init__(self, owner: RaceClientEndpoint, factory: IProtocolFactory) -> None:
+    __slots__ = ("done", "factory", "owner", "pending", "reasons", "result", "started",
+                 "timer")
+
+    def __init__(self, owner: RaceClientEndpoint, factory: Any) -> None:
         self.owner = owner
         self.factory = factory
         self.started = 0
@@ -457,10 +541,10 @@ class _Race:
         index = self.started
         self.started += 1
         owner.metrics.attempt(index)
-        d: Deferred[Any] = owner.timed[index].connect(self.factory)
+        d = owner._attempt(index, self.factory)
         self.pending[index] = d
         d.addCallbacks(self._won, self._lost, callbackArgs=(index,), errbackArgs=(index,))
-        if self.done or index not in self.pending or self.started >= len(owner.endpoints):
+        if self.done or index not in self.pending or self.started >= len(owner.timed):
             return
         if self.timer is None:
             if owner.delay:
@@ -484,12 +568,10 @@ class _Race:
         self.pending.pop(index, None)
         if self.done:
             return
-        error = failure.value
-        assert error is not None
-        self.reasons[index] = error
         owner = self.owner
+        self.reasons[index] = owner._error(index, failure)
         owner.metrics.failure(index)
-        if self.started < len(owner.endpoints):
+        if self.started < len(owner.timed):
             self._start()
         elif not self.pending:
             self._end()
@@ -508,9 +590,11 @@ class _Race:
         timer, self.timer = self.timer, None
         if timer is not None and timer.active():
             timer.cancel()
-        pending, self.pending = self.pending, {}
-        for d in pending.values():
-            d.cancel()
+        pending = self.pending
+        if pending:
+            self.pending = {}
+            for d in pending.values():
+                d.cancel()
 
     def _cancel(self, result: Deferred[IProtocol]) -> None:
         self._end()

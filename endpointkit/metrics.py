@@ -24,6 +24,13 @@ with the same description add to the same series.  Series are made, at
 zero, when the object is made, so that a scrape shows them before the first
 event.
 
+Counting costs an addition: each series is a plain number that the object
+changes in place, with no lock and no call into prometheus_client, and each
+family is a collector of its own that the registry reads when it is scraped
+(the text is what prometheus_client's own counters, gauges and histograms
+give, C{_created} series included).  Count in the reactor's thread, where
+endpointkit's code runs; a scrape may come from any thread.
+
 The metric names (each with a C{description} label, and the relay's with
 C{listen} and C{connect} instead):
 
@@ -53,11 +60,23 @@ C{listen} and C{connect} instead):
 
 from __future__ import annotations
 
+import math
+import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import metrics as _prometheusMetrics
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IListeningPort
 
@@ -142,27 +161,146 @@ def failureReason(failure: object) -> str:
     return "other"
 
 
-_M = TypeVar("_M", Counter, Gauge, Histogram)
+class _Value:
+    """
+    The value of one series: a number the instrumented code changes in
+    place (C{value += 1}), read when the registry is scraped.  It has the
+    calls of prometheus_client's children (C{inc}, C{dec}, C{set}) for code
+    that prefers them.
 
-_families: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = (
+    @ivar created: when the series was made (seconds since the epoch), shown
+        as prometheus_client shows it (C{_created}) for counters.
+    """
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value: float = 0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+class _Buckets:
+    """
+    The value of one histogram series: a count per bucket (not cumulative:
+    the scrape adds them up), and the sum.
+    """
+
+    __slots__ = ("counts", "created", "sum", "upper")
+
+    def __init__(self, upper: tuple[float, ...]) -> None:
+        self.upper = upper
+        self.counts = [0] * (len(upper) + 1)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.upper, amount)] += 1
+        self.sum += amount
+
+
+_KINDS = ("counter", "gauge", "histogram")
+
+# How prometheus_client writes a bucket's bound in its "le" label.
+_goFloat: Any = floatToGoString
+
+
+class _Family:
+    """
+    One metric family in one registry, as a collector of its own: its series
+    are plain numbers (L{_Value}, L{_Buckets}) that the instrumented code
+    changes without a lock or a call into prometheus_client, and that the
+    registry reads only when it is scraped.  Counting is done in the
+    reactor's thread (where endpointkit's code runs); a scrape from another
+    thread reads numbers that are at most one event old.
+    """
+
+    def __init__(self, kind: str, name: str, documentation: str,
+                 labelNames: Sequence[str], buckets: Sequence[float] = ()) -> None:
+        self.kind = kind
+        self.name = name
+        self.documentation = documentation
+        self.labelNames = tuple(labelNames)
+        upper = tuple(float(b) for b in buckets if b != math.inf)
+        self.buckets = upper
+        self._bounds = [_goFloat(b) for b in upper] + ["+Inf"]
+        self.series: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        """
+        The series with these label values (in the order of the family's
+        label names), made at zero on first use.
+        """
+        if len(values) != len(self.labelNames):
+            raise ValueError(f"{self.name} takes the labels {', '.join(self.labelNames)}, "
+                             f"got {len(values)} values")
+        key = tuple(str(v) for v in values)
+        found = self.series.get(key)
+        if found is None:
+            found = self.series[key] = (_Buckets(self.buckets) if self.kind == "histogram"
+                                        else _Value())
+        return found
+
+    def _empty(self) -> Metric:
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name, self.documentation, labels=self.labelNames)
+        if self.kind == "gauge":
+            return GaugeMetricFamily(self.name, self.documentation, labels=self.labelNames)
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelNames)
+
+    def describe(self) -> list[Metric]:
+        return [self._empty()]
+
+    def collect(self) -> list[Metric]:
+        family: Any = self._empty()
+        created = getattr(_prometheusMetrics, "_use_created", True)
+        for key, series in list(self.series.items()):
+            if self.kind == "counter":
+                family.add_metric(key, series.value, series.created if created else None)
+            elif self.kind == "gauge":
+                family.add_metric(key, series.value)
+            else:
+                running = 0
+                cumulative = []
+                for bound, count in zip(self._bounds, series.counts, strict=True):
+                    running += count
+                    cumulative.append((bound, running))
+                family.add_metric(key, cumulative, series.sum)
+                if created:
+                    family.samples.append(Sample(
+                        self.name + "_created", dict(zip(self.labelNames, key, strict=True)),
+                        series.created))
+        return [family]
+
+
+_families: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Family]] = (
     weakref.WeakKeyDictionary())
 
 
-def _family(registry: CollectorRegistry, kind: type[_M], name: str, documentation: str,
-            labels: Sequence[str], **options: Any) -> _M:
+def _family(registry: CollectorRegistry, kind: str, name: str, documentation: str,
+            labels: Sequence[str], **options: Any) -> _Family:
     """
-    The metric family C{name} in C{registry}, made on first use: one family
-    per registry, whatever number of objects label into it.
+    The metric family C{name} in C{registry}, made and registered on first
+    use: one family per registry, whatever number of objects label into it.
     """
+    assert kind in _KINDS, kind
     known = _families.setdefault(registry, {})
     family = known.get(name)
     if family is None:
-        family = kind(name, documentation, list(labels), registry=registry, **options)
+        family = _Family(kind, name, documentation, labels, **options)
+        registry.register(family)
         known[name] = family
-    elif not isinstance(family, kind):
-        raise TypeError(f"{name} is already registered as a {type(family).__name__}")
-    found: _M = family
-    return found
+    elif family.kind != kind:
+        raise TypeError(f"{name} is already registered as a {family.kind}")
+    return family
 
 
 def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
@@ -187,54 +325,55 @@ class RelayMetrics:
         self.connect = maskedDescription(connect, "client")
         names = ("listen", "connect")
         labels = (self.listen, self.connect)
-        self._open = _family(registry, Gauge, "endpointkit_relay_open_connections",
+        self._open = _family(registry, "gauge", "endpointkit_relay_open_connections",
                              "Relayed connections open now", names).labels(*labels)
-        self._total = _family(registry, Counter, "endpointkit_relay_connections",
+        self._total = _family(registry, "counter", "endpointkit_relay_connections",
                               "Connections the relay accepted and relayed", names
                               ).labels(*labels)
-        transferred = _family(registry, Counter, "endpointkit_relay_bytes",
+        transferred = _family(registry, "counter", "endpointkit_relay_bytes",
                               "Bytes relayed (up: client to backend, down: backend to client)",
                               (*names, "direction"))
         self._up = transferred.labels(*labels, "up")
         self._down = transferred.labels(*labels, "down")
-        self._failures = _family(registry, Counter, "endpointkit_relay_connect_failures",
+        self._failures = _family(registry, "counter", "endpointkit_relay_connect_failures",
                                  "Backend connects that failed, by reason",
                                  (*names, "reason"))
-        self._latency = _family(registry, Histogram, "endpointkit_relay_connect_seconds",
+        self._latency = _family(registry, "histogram", "endpointkit_relay_connect_seconds",
                                 "Seconds from accepting a client to the backend connection",
                                 names, buckets=CONNECT_BUCKETS).labels(*labels)
-        self._refused = _family(registry, Counter, "endpointkit_relay_refused_connections",
+        self._refused = _family(registry, "counter", "endpointkit_relay_refused_connections",
                                 "Connections the relay refused (over its caps)", names
                                 ).labels(*labels)
-        self._spliced = _family(registry, Counter, "endpointkit_relay_spliced_connections",
+        self._spliced = _family(registry, "counter", "endpointkit_relay_spliced_connections",
                                 "Relayed connections that moved their bytes with splice()",
                                 names).labels(*labels)
         self._labels = labels
+        self._failuresBy: dict[str, Any] = {}
 
     def connectionOpened(self) -> None:
         """
         A client was accepted and is being relayed.
         """
-        self._open.inc()
-        self._total.inc()
+        self._open.value += 1
+        self._total.value += 1
 
     def connectionClosed(self) -> None:
         """
         A relayed connection ended (both sides closed).
         """
-        self._open.dec()
+        self._open.value -= 1
 
     def bytesUp(self, count: int) -> None:
         """
         C{count} bytes went from a client to the backend.
         """
-        self._up.inc(count)
+        self._up.value += count
 
     def bytesDown(self, count: int) -> None:
         """
         C{count} bytes went from the backend to a client.
         """
-        self._down.inc(count)
+        self._down.value += count
 
     def connected(self, seconds: float) -> None:
         """
@@ -251,20 +390,23 @@ class RelayMetrics:
         @return: the reason it was counted under (L{failureReason}).
         """
         reason = failureReason(failure)
-        self._failures.labels(*self._labels, reason).inc()
+        counter = self._failuresBy.get(reason)
+        if counter is None:
+            counter = self._failuresBy[reason] = self._failures.labels(*self._labels, reason)
+        counter.value += 1
         return reason
 
     def refused(self) -> None:
         """
         A client was refused over a cap.
         """
-        self._refused.inc()
+        self._refused.value += 1
 
     def spliced(self) -> None:
         """
         A relayed connection moves its bytes with C{splice()}.
         """
-        self._spliced.inc()
+        self._spliced.value += 1
 
 
 LIMIT_REASONS = ("max", "perPeer")
@@ -288,20 +430,20 @@ class LimitMetrics:
         registry = _registry(registry)
         self.description = maskedDescription(description, "server")
         label = self.description
-        self._open = _family(registry, Gauge, "endpointkit_limit_open_connections",
+        self._open = _family(registry, "gauge", "endpointkit_limit_open_connections",
                              "Connections open now under limit:", ("description",)
                              ).labels(label)
-        refused = _family(registry, Counter, "endpointkit_limit_refused_connections",
+        refused = _family(registry, "counter", "endpointkit_limit_refused_connections",
                           "Connections limit: refused, by the cap they were over",
                           ("description", "reason"))
         self._refused = {reason: refused.labels(label, reason) for reason in LIMIT_REASONS}
-        self._timedOut = _family(registry, Counter, "endpointkit_limit_timed_out_connections",
+        self._timedOut = _family(registry, "counter", "endpointkit_limit_timed_out_connections",
                                  "Connections limit: closed for being idle", ("description",)
                                  ).labels(label)
-        self._paused = _family(registry, Gauge, "endpointkit_limit_paused",
+        self._paused = _family(registry, "gauge", "endpointkit_limit_paused",
                                "1 while limit: has stopped accepting at its cap",
                                ("description",)).labels(label)
-        self._pauses = _family(registry, Counter, "endpointkit_limit_pauses",
+        self._pauses = _family(registry, "counter", "endpointkit_limit_pauses",
                                "Times limit: stopped accepting at its cap", ("description",)
                                ).labels(label)
         self._isPaused = False
@@ -310,13 +452,13 @@ class LimitMetrics:
         """
         A connection was accepted under the caps.
         """
-        self._open.inc()
+        self._open.value += 1
 
     def closed(self) -> None:
         """
         An accepted connection ended.
         """
-        self._open.dec()
+        self._open.value -= 1
 
     def refused(self, reason: str) -> None:
         """
@@ -329,13 +471,13 @@ class LimitMetrics:
         if counter is None:
             raise ValueError(f"limit: refusal reason must be one of {', '.join(LIMIT_REASONS)}, "
                              f"got {reason!r}")
-        counter.inc()
+        counter.value += 1
 
     def timedOut(self) -> None:
         """
         A connection was closed for being idle.
         """
-        self._timedOut.inc()
+        self._timedOut.value += 1
 
     def setPaused(self, paused: bool) -> None:
         """
@@ -343,9 +485,9 @@ class LimitMetrics:
         once however often it is reported.
         """
         if paused and not self._isPaused:
-            self._pauses.inc()
+            self._pauses.value += 1
         self._isPaused = paused
-        self._paused.set(1 if paused else 0)
+        self._paused.value = 1 if paused else 0
 
 
 class BoundFailoverMetrics:
@@ -368,31 +510,31 @@ class BoundFailoverMetrics:
         """
         An attempt through member C{index} started.
         """
-        self._attempts[index].inc()
+        self._attempts[index].value += 1
 
     def failure(self, index: int) -> None:
         """
         Member C{index}'s attempt failed (or timed out).
         """
-        self._failures[index].inc()
+        self._failures[index].value += 1
 
     def skip(self, index: int) -> None:
         """
         Member C{index} was skipped, cooling down after a failure.
         """
-        self._skips[index].inc()
+        self._skips[index].value += 1
 
     def win(self, index: int) -> None:
         """
         Member C{index} made the connection.
         """
-        self._wins[index].inc()
+        self._wins[index].value += 1
 
     def allFailed(self) -> None:
         """
         A connect failed with every member.
         """
-        self._allFailed.inc()
+        self._allFailed.value += 1
 
 
 class FailoverMetrics:
@@ -405,17 +547,17 @@ class FailoverMetrics:
         registry = _registry(registry)
         self.registry = registry
         labels = ("description", "member")
-        self.attempts = _family(registry, Counter, "endpointkit_failover_attempts",
+        self.attempts = _family(registry, "counter", "endpointkit_failover_attempts",
                                 "Attempts started through each member", labels)
-        self.failures = _family(registry, Counter, "endpointkit_failover_failures",
+        self.failures = _family(registry, "counter", "endpointkit_failover_failures",
                                 "Attempts through each member that failed or timed out",
                                 labels)
-        self.cooldownSkips = _family(registry, Counter, "endpointkit_failover_cooldown_skips",
+        self.cooldownSkips = _family(registry, "counter", "endpointkit_failover_cooldown_skips",
                                      "Times a member was skipped, cooling down after a failure",
                                      labels)
-        self.wins = _family(registry, Counter, "endpointkit_failover_wins",
+        self.wins = _family(registry, "counter", "endpointkit_failover_wins",
                             "Connections made through each member", labels)
-        self.allFailed = _family(registry, Counter, "endpointkit_failover_all_failed",
+        self.allFailed = _family(registry, "counter", "endpointkit_failover_all_failed",
                                  "Connects that failed with every member", ("description",))
 
     def bind(self, description: str | Parsed, members: Sequence[str | Parsed]
@@ -470,22 +612,22 @@ class LifecycleMetrics:
         registry = _registry(registry)
         self.description = maskedDescription(description, "server")
         label = self.description
-        listens = _family(registry, Counter, "endpointkit_listens",
+        listens = _family(registry, "counter", "endpointkit_listens",
                           "Listen attempts, by result", ("description", "result"))
         self._listened = listens.labels(label, "ok")
         self._listenFailed = listens.labels(label, "failed")
-        self._listening = _family(registry, Gauge, "endpointkit_listening",
+        self._listening = _family(registry, "gauge", "endpointkit_listening",
                                   "1 while the description is listening", ("description",)
                                   ).labels(label)
-        self._drains = _family(registry, Counter, "endpointkit_drains",
+        self._drains = _family(registry, "counter", "endpointkit_drains",
                                "Graceful stops that completed", ("description",)).labels(label)
-        outcomes = _family(registry, Counter, "endpointkit_drain_connections",
+        outcomes = _family(registry, "counter", "endpointkit_drain_connections",
                            "Connections at a graceful stop, by how they ended",
                            ("description", "outcome"))
         self._finished = outcomes.labels(label, "finished")
         self._closed = outcomes.labels(label, "closed")
         self._aborted = outcomes.labels(label, "aborted")
-        self._drainSeconds = _family(registry, Histogram, "endpointkit_drain_seconds",
+        self._drainSeconds = _family(registry, "histogram", "endpointkit_drain_seconds",
                                      "Seconds a graceful stop took", ("description",),
                                      buckets=DRAIN_BUCKETS).labels(label)
 
@@ -493,20 +635,20 @@ class LifecycleMetrics:
         """
         The description listens now.
         """
-        self._listened.inc()
-        self._listening.set(1)
+        self._listened.value += 1
+        self._listening.value = 1
 
     def listenFailed(self) -> None:
         """
         Listening on the description failed.
         """
-        self._listenFailed.inc()
+        self._listenFailed.value += 1
 
     def stopped(self) -> None:
         """
         The description stopped listening.
         """
-        self._listening.set(0)
+        self._listening.value = 0
 
     def drained(self, result: _DrainResult, seconds: float) -> None:
         """
@@ -514,12 +656,12 @@ class LifecycleMetrics:
         L{endpointkit.lifecycle.DrainResult}) after C{seconds}.  The closed
         connections count those aborted too, as C{DrainResult} does.
         """
-        self._drains.inc()
-        self._finished.inc(result.finished)
-        self._closed.inc(result.closed)
-        self._aborted.inc(result.aborted)
+        self._drains.value += 1
+        self._finished.value += result.finished
+        self._closed.value += result.closed
+        self._aborted.value += result.aborted
         self._drainSeconds.observe(seconds)
-        self._listening.set(0)
+        self._listening.value = 0
 
 
 def metricsResource(registry: CollectorRegistry | None = None) -> Any:

@@ -451,6 +451,45 @@ class FallbackClockTests(SynchronousTestCase):
                                 description="fallback-under-test"), 1)
 
 
+class ServedByTests(SynchronousTestCase):
+    """
+    L{servedBy} for protocols that keep attributes, that keep none (slots
+    only, noted in a weak map), and that are neither.
+    """
+
+    def test_kinds(self) -> None:
+        from endpointkit.failover import _remember
+
+        class Slotted:
+            __slots__ = ("__weakref__",)
+
+        class Bare:
+            __slots__ = ()
+
+        plain, slotted, bare = Recorder(), Slotted(), Bare()
+        for protocol in (plain, slotted, bare):
+            self.assertIsNone(servedBy(protocol))
+            _remember(protocol, "tcp:127.0.0.1:1")
+        self.assertEqual(servedBy(plain), "tcp:127.0.0.1:1")
+        self.assertEqual(servedBy(slotted), "tcp:127.0.0.1:1")
+        self.assertIsNone(servedBy(bare))
+        _remember(plain, "outer")
+        self.assertEqual(servedBy(plain), "outer")
+
+    def test_nested(self) -> None:
+        """
+        Through a C{fallback:} inside a C{race:}, the outer endpoint names
+        its member: the C{fallback:}.
+        """
+        clock = Clock()
+        inner = FallbackClientEndpoint(clock, [Scripted(clock, name="a")], ["a"],
+                                       metrics=FailoverMetrics(CollectorRegistry()))
+        outer = RaceClientEndpoint(clock, [inner], ["fallback:a"],
+                                   metrics=FailoverMetrics(CollectorRegistry()))
+        result = Result(outer.connect(RecorderFactory()), clock)
+        self.assertEqual(servedBy(result.value), "fallback:a")
+
+
 class RaceClockTests(SynchronousTestCase):
     """
     C{race:}'s rules, timed exactly on a L{Clock}.

@@ -132,6 +132,48 @@ class RelayMetricsTests(SynchronousTestCase):
             self.assertEqual(failureReason(Failure(error)), reason, error)
 
 
+class CollectorTests(SynchronousTestCase):
+    """
+    The families are collectors read at scrape time: what prometheus_client
+    registers, finds duplicated and writes is as for its own metrics.
+    """
+
+    def test_childCalls(self) -> None:
+        registry = CollectorRegistry()
+        family = failoverMetrics(registry).attempts
+        child = family.labels("fallback:x", "x")
+        child.inc()
+        child.inc(2)
+        self.assertIs(family.labels("fallback:x", "x"), child)
+        self.assertEqual(value(registry, "endpointkit_failover_attempts_total",
+                               description="fallback:x", member="x"), 3)
+        self.assertIsNotNone(value(registry, "endpointkit_failover_attempts_created",
+                                   description="fallback:x", member="x"))
+        with self.assertRaises(ValueError):
+            family.labels("only one")
+
+    def test_duplicateNameRefused(self) -> None:
+        from prometheus_client import Counter
+
+        registry = CollectorRegistry()
+        Counter("endpointkit_relay_connections", "someone else's", registry=registry)
+        with self.assertRaises(ValueError):
+            RelayMetrics("tcp:1", "tcp:127.0.0.1:2", registry)
+
+    def test_createdSeriesFollowPrometheusClient(self) -> None:
+        from prometheus_client import disable_created_metrics, enable_created_metrics
+
+        registry = CollectorRegistry()
+        RelayMetrics("tcp:1", "tcp:127.0.0.1:2", registry).connected(0.1)
+        disable_created_metrics()
+        try:
+            text = generate_latest(registry).decode()
+        finally:
+            enable_created_metrics()
+        self.assertNotIn("_created", text)
+        self.assertIn("_created", generate_latest(registry).decode())
+
+
 class LimitMetricsTests(SynchronousTestCase):
     def test_knownEvents(self) -> None:
         registry = CollectorRegistry()
