@@ -1,7 +1,7 @@
 """
 C{adopt:} -- listen on an already-open listening socket inherited by file
 descriptor number, from einhorn, s6, circus, supervisord,
-C{systemd-socket-activate} or a parent process.
+C{systemd-socket-activate} or a parent process::
 
     adopt:3
     adopt:fd=3

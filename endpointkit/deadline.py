@@ -1,5 +1,5 @@
 """
-Deadlines for client connections, and happy-eyeballs TCP from a description.
+Deadlines for client connections, and happy-eyeballs TCP from a description::
 
     timeout:5:endpoint=tcp\\:example.com\\:80
     timeout:2.5:endpoint=tls\\:example.com\\:443

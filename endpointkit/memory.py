@@ -1,5 +1,5 @@
 """
-C{memory:} -- in-memory server and client endpoints, addressable by name.
+C{memory:} -- in-memory server and client endpoints, addressable by name::
 
     memory:db                    server or client (or memory:name=db)
     memory:db:timeout=5          client: how long to wait for a port that

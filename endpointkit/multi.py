@@ -1,6 +1,6 @@
 """
 C{multi:} -- listen on several server descriptions at once, as one
-listening port.
+listening port::
 
     multi:tcp\\:8080\\:interface=0.0.0.0:tcp6\\:8080\\:interface=\\\\\\:\\\\\\::unix\\:/run/app.sock
 

@@ -1,6 +1,6 @@
 """
 C{exec:} -- a local process's standard input and output as a client
-connection, through Twisted's C{spawnProcess}.
+connection, through Twisted's C{spawnProcess}::
 
     exec:cat
     exec:'/usr/bin/env python3 -u worker.py':path=/srv/app:env=MODE\\=prod|DEBUG\\=0

@@ -1,7 +1,7 @@
 """
 C{reuseport:} -- a TCP listener with C{SO_REUSEPORT}, so that several
 processes can listen on one port and the kernel spreads new connections
-among them.
+among them::
 
     reuseport:8080
     reuseport:8080:interface=127.0.0.1:backlog=1024

@@ -1,7 +1,7 @@
 """
 SSH client endpoints: C{ssh:} (a TCP connection through an SSH server, what
 C{ssh -W host:port} does) and C{sshexec:} (a remote command's standard input
-and output as the connection), on Twisted conch.
+and output as the connection), on Twisted conch::
 
     ssh:db.internal:5432:endpoint=tcp\\:bastion.example.com\\:22
     ssh:127.0.0.1:8080:endpoint=tcp\\:127.0.0.1\\:2222:user=deploy:identity=/keys/id_ed25519
