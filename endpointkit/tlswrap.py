@@ -109,7 +109,7 @@ from zope.interface import alsoProvides, implementer
 
 from endpointkit._compat import wrapClientTLS, wrapServerTLS
 from endpointkit._grammar import DescriptionError, buildDescription, didYouMean
-from endpointkit._kinds import Choice, Host, Invalid, Kind, Nested, Path, Seconds, String
+from endpointkit._kinds import Bool, Choice, Host, Invalid, Kind, Nested, Path, Seconds, String
 from endpointkit._schema import Arg, EndpointType, Parsed
 
 __all__ = [
@@ -1584,6 +1584,14 @@ tlswrapServerType = EndpointType(
 
 
 def _checkClient(values: Mapping[str, Any], given: frozenset[str]) -> None:
+    if values["verifyTarget"]:
+        if values["endpoint"].prefix != "srv":
+            raise tlswrapClientType.error(
+                "verifyTarget", "is for an srv: description inside (endpoint=srv\\:...), "
+                f"got {values['endpoint'].prefix}:")
+        if "hostname" in given:
+            raise tlswrapClientType.error(
+                "verifyTarget", "verifies each SRV target's own name: leave hostname= out")
     if "key" in given and "certificate" not in given:
         raise tlswrapClientType.error("key", "goes with certificate= (the client certificate)")
     if values["verify"] == "none":
@@ -1609,16 +1617,25 @@ def _insecureClient(values: Mapping[str, Any]) -> list[str]:
     return found + _insecureVersion(values)
 
 
-def _buildClient(reactor: Any, parsed: Parsed) -> TLSWrapClientEndpoint:
+def _buildClient(reactor: Any, parsed: Parsed) -> IStreamClientEndpoint:
     values = parsed.values
     inner = values["endpoint"]
-    hostname = values["hostname"] or targetHost(inner)
-    return TLSWrapClientEndpoint(
-        reactor, inner.build(reactor), hostname=hostname, trustRoots=values["trustRoots"],
-        pins=values["pin"] or (), verify=values["verify"] != "none",
-        certificate=values["certificate"], key=values["key"],
-        minVersion=values["minVersion"], ciphers=values["ciphers"], alpn=values["alpn"],
-        handshakeTimeout=values["handshakeTimeout"])
+
+    def wrap(endpoint: IStreamClientEndpoint, hostname: str | None) -> TLSWrapClientEndpoint:
+        return TLSWrapClientEndpoint(
+            reactor, endpoint, hostname=hostname, trustRoots=values["trustRoots"],
+            pins=values["pin"] or (), verify=values["verify"] != "none",
+            certificate=values["certificate"], key=values["key"],
+            minVersion=values["minVersion"], ciphers=values["ciphers"], alpn=values["alpn"],
+            handshakeTimeout=values["handshakeTimeout"])
+
+    built = inner.build(reactor)
+    if values["verifyTarget"]:
+        # Each SRV target's connection verifies that target's own name.
+        wrapped: IStreamClientEndpoint = built.wrapTargets(
+            lambda endpoint, target: wrap(endpoint, target.host))
+        return wrapped
+    return wrap(built, values["hostname"] or targetHost(inner))
 
 
 tlswrapClientType = EndpointType(
@@ -1640,6 +1657,8 @@ tlswrapClientType = EndpointType(
         Arg("alpn", _Protocols(), None, "ALPN protocols to offer, like h2,http/1.1"),
         Arg("handshakeTimeout", Seconds(allowZero=True), 30.0,
             "seconds for the TLS handshake (0: no deadline)"),
+        Arg("verifyTarget", Bool(), False, "around srv: only: verify each target's own "
+            "name instead of the SRV domain (the default, as RFC 6125 recommends)"),
     ),
     "TLS around any client description, verifying the server (platform CAs, "
     "trustRoots=, or pins) and the host name by default; client certificates, ALPN",

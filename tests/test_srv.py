@@ -955,6 +955,46 @@ class DnsmasqTests(TestCase):
             await within(connectProtocol(described("bad", targetCA), Exchange()))
         self.assertEqual(caught.exception.hostname, "example.test")
 
+    async def test_tlswrapVerifyTarget(self) -> None:
+        """
+        C{tlswrap:verifyTarget=yes} around C{srv:} verifies each target's
+        own name: a certificate for the target is accepted, one for the
+        domain only is refused.
+        """
+        forDomain, domainCA = await self.tlsServer("example.test")
+        forTarget, targetCA = await self.tlsServer("a.example.test")
+        dnsmasq = Dnsmasq(self, "--host-record=a.example.test,127.0.0.1",
+                          srvRecord("_good._tcp", "a.example.test", forTarget),
+                          srvRecord("_bad._tcp", "a.example.test", forDomain))
+
+        def described(service: str, trust: str) -> IStreamClientEndpoint:
+            inner = buildDescription("srv", service, "example.test", resolver=dnsmasq.resolver)
+            endpoint: IStreamClientEndpoint = endpointkit.clientFromString(
+                _reactor, buildDescription("tlswrap", endpoint=inner, trustRoots=trust,
+                                           verifyTarget=True))
+            return endpoint
+
+        await self.exchange(described("good", targetCA))
+        with self.assertRaises(AllTargetsFailed) as caught:
+            await within(connectProtocol(described("bad", domainCA), Exchange()))
+        self.assertIn("a.example.test", str(caught.exception))
+        self.assertIsInstance(caught.exception.failures[0][1], TLSHandshakeError)
+
+    def test_verifyTargetNeedsSrv(self) -> None:
+        """
+        C{verifyTarget=} is refused around anything but C{srv:}, and with
+        C{hostname=}.
+        """
+        e = self.assertRaises(DescriptionError, endpointkit.parseDescription,
+                              "tlswrap:verifyTarget=yes:endpoint=tcp\\:example.com\\:443",
+                              "client")
+        self.assertIn("verifyTarget", str(e))
+        self.assertIn("srv", str(e))
+        e = self.assertRaises(DescriptionError, endpointkit.parseDescription,
+                              "tlswrap:verifyTarget=yes:hostname=x.test:"
+                              "endpoint=srv\\:svc\\:example.test", "client")
+        self.assertIn("leave hostname= out", str(e))
+
     async def test_relayToSrv(self) -> None:
         """
         C{endpointkit relay} with C{srv:} as CONNECT; the relay's log names
