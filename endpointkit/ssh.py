@@ -934,7 +934,11 @@ class _StreamChannel(SSHChannel):
 
     def closeReceived(self) -> None:
         # The remote side will take no more data: what is buffered is lost.
-        if not self._eofIn:
+        # A CLOSE answering ours is the clean end (sshd stops reading the
+        # target when it gets our CLOSE, so no EOF comes first); one that
+        # comes first, before the server's EOF or while our bytes still wait
+        # for window space, ends the connection before its stream did.
+        if (not self.localClosed and not self._eofIn) or self.buf:
             self._reason = ConnectionLost("the channel was closed by the server")
         self.buf = b""
         self.extBuf = []
@@ -975,6 +979,8 @@ class _StreamChannel(SSHChannel):
     # Outgoing.
 
     def write(self, data: bytes) -> None:
+        # The user's writes stop at loseWriteConnection; what was written
+        # before it still goes (see addWindowBytes).
         if self.localClosed or self._aborted or self._eofOut or self._wantEOF:
             return
         if data:
@@ -994,7 +1000,13 @@ class _StreamChannel(SSHChannel):
         pass
 
     def addWindowBytes(self, data: int) -> None:
-        SSHChannel.addWindowBytes(self, data)
+        # Not SSHChannel.addWindowBytes: it sends the buffer through
+        # self.write, which takes nothing once EOF is pending, so the bytes
+        # still waiting for window space at loseWriteConnection were dropped.
+        self.remoteWindowLeft += data
+        if self.buf and not self.localClosed and self.conn is not None:
+            pending, self.buf = self.buf, b""
+            SSHChannel.write(self, pending)
         if self.buf:
             return
         self._flushed()

@@ -11,12 +11,14 @@ import re
 import socket
 import subprocess
 import threading
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
+    ConnectionAborted,
     ConnectionDone,
+    ConnectionLost,
     ConnectionRefusedError,
     ProcessDone,
     ProcessTerminated,
@@ -38,6 +40,7 @@ from endpointkit.ssh import (
     SSHHostKeyChanged,
     SSHHostKeyUnknown,
     SSHKeyError,
+    _TunnelChannel,
     closeSharedConnections,
     sharedConnectionCount,
 )
@@ -143,6 +146,54 @@ class EchoServer:
     def close(self) -> None:
         self._stop = True
         self.sock.close()
+
+
+class Sink:
+    """
+    A blocking loopback server for one connection that hashes what it reads
+    until EOF.
+    """
+
+    def __init__(self, test: TestCase) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port: int = self.sock.getsockname()[1]
+        self.count = 0
+        self.digest = hashlib.sha256()
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+        test.addCleanup(self.sock.close)
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            self.done.set()
+            return
+        conn.settimeout(WAIT)
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                self.count += len(data)
+                self.digest.update(data)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            self.done.set()
+
+    async def finished(self, seconds: float = WAIT) -> None:
+        """
+        Wait (at most C{seconds}) for the connection to end.
+        """
+        for _ in range(int(seconds * 20)):
+            if self.done.is_set():
+                return
+            await deferLater(_reactor, 0.05, lambda: None)
+        raise AssertionError(f"the target saw no EOF within {seconds} s")
 
 
 class SSHTestsMixin:
@@ -512,6 +563,36 @@ class BulkTests(SSHTestsMixin, TestCase):
         self.assertEqual(received.hexdigest(), sent.hexdigest())
         self.assertIsInstance(reason, ConnectionDone)
 
+    async def test_halfCloseWithFullWindow(self) -> None:
+        """
+        A write bigger than sshd's whole initial channel window (2 MiB), then
+        a half-close at once: the bytes still waiting for window space go
+        before the EOF, and all of them come back.
+        """
+        payload = hashlib.sha256(b"window").digest() * (6 * 1024 * 1024 // 32)
+        await self.roundTrip(self.description("127.0.0.1", self.echo.port), payload)
+
+    async def test_loseConnectionWithFullWindow(self) -> None:
+        """
+        A write bigger than sshd's initial channel window, then
+        C{loseConnection} at once: the target reads every byte, then EOF.
+        """
+        payload = hashlib.sha256(b"close").digest() * (6 * 1024 * 1024 // 32)
+        sink = Sink(self)
+
+        class Send(Collect):
+            def connectionMade(self) -> None:
+                assert self.transport is not None
+                self.transport.write(payload)
+                self.transport.loseConnection()
+
+        client = Send()
+        await self.connect(self.description("127.0.0.1", sink.port), client)
+        self.assertIsInstance(await within(client.done), ConnectionDone)
+        await sink.finished()
+        self.assertEqual(sink.count, len(payload))
+        self.assertEqual(sink.digest.hexdigest(), hashlib.sha256(payload).hexdigest())
+
     async def test_slowReaderBoundsMemory(self) -> None:
         """
         A paused reader: the server stops at the channel window, so what is
@@ -555,6 +636,166 @@ class BulkTests(SSHTestsMixin, TestCase):
         self.assertGreater(len(client.received), inbox)
         client.transport.abortConnection()  # type: ignore[attr-defined]
         await within(client.done)
+
+
+class FakeService:
+    """
+    Stands in for the SSH connection service under one channel: records
+    what the channel sends, in order, and closes it as conch does when both
+    sides have sent CLOSE.
+    """
+
+    owner = None
+    lostReason = None
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def sendData(self, channel: Any, data: bytes) -> None:
+        assert not channel.localClosed
+        self.sent.append(("data", data))
+
+    def sendEOF(self, channel: Any) -> None:
+        assert not channel.localClosed
+        self.sent.append(("eof", b""))
+
+    def sendClose(self, channel: Any) -> None:
+        if channel.localClosed:
+            return
+        self.sent.append(("close", b""))
+        channel.localClosed = True
+        if channel.remoteClosed:
+            channel.closed()
+
+    def adjustWindow(self, channel: Any, bytesToAdd: int) -> None:
+        channel.localWindowLeft += bytesToAdd
+
+    def remoteEOF(self, channel: Any) -> None:
+        channel.eofReceived()
+
+    def remoteClose(self, channel: Any) -> None:
+        channel.closeReceived()
+        channel.remoteClosed = True
+        if channel.localClosed:
+            channel.closed()
+
+    def kinds(self) -> list[str]:
+        """
+        What was sent, with runs of data packets as one C{"data"}.
+        """
+        kinds: list[str] = []
+        for kind, _ in self.sent:
+            if not (kind == "data" and kinds and kinds[-1] == "data"):
+                kinds.append(kind)
+        return kinds
+
+    def data(self) -> bytes:
+        return b"".join(data for kind, data in self.sent if kind == "data")
+
+
+class ChannelEndTests(TestCase):
+    """
+    The end of a tunnel channel's stream while written bytes still wait for
+    SSH window space (RFC 4254: EOF after the data, CLOSE after EOF).
+    """
+
+    payload = bytes(range(256)) * 40
+
+    def channel(self, proto: protocol.Protocol, window: int = 1000,
+                ) -> tuple[_TunnelChannel, FakeService]:
+        service = FakeService()
+        channel = _TunnelChannel(cast(Any, None), IPv4Address("TCP", "127.0.0.1", 7))
+        channel.conn = service
+        channel.remoteWindowLeft = window
+        channel.remoteMaxPacket = 300
+        channel.attach(proto)
+        return channel, service
+
+    def test_loseWriteConnectionWaitsForWindow(self) -> None:
+        """
+        C{loseWriteConnection} with bytes buffered: every byte goes as the
+        window opens, then EOF; nothing more is written.
+        """
+        client = Collect()
+        channel, service = self.channel(client)
+        channel.write(self.payload)
+        channel.loseWriteConnection()
+        self.assertEqual(service.kinds(), ["data"])
+        channel.write(b"after EOF")
+        channel.addWindowBytes(4000)
+        self.assertEqual(service.kinds(), ["data"])
+        channel.addWindowBytes(len(self.payload))
+        self.assertEqual(service.kinds(), ["data", "eof"])
+        self.assertEqual(service.data(), self.payload)
+
+    def test_loseConnectionWaitsForWindow(self) -> None:
+        """
+        C{loseConnection} with bytes buffered: every byte, then EOF, then
+        CLOSE; the server's CLOSE in reply ends the connection cleanly.
+        """
+        client = Collect()
+        channel, service = self.channel(client)
+        channel.write(self.payload)
+        channel.loseConnection()
+        self.assertEqual(service.kinds(), ["data"])
+        channel.addWindowBytes(len(self.payload))
+        self.assertEqual(service.kinds(), ["data", "eof", "close"])
+        self.assertEqual(service.data(), self.payload)
+        service.remoteClose(channel)
+        self.assertIsInstance(self.successResultOf(client.done), ConnectionDone)
+
+    def test_halfCloseBothWaysWaitsForWindow(self) -> None:
+        """
+        Our half-close pending behind the window when the server's EOF
+        arrives: the protocol hears of the EOF at once, the channel closes
+        only after our bytes and EOF have gone.
+        """
+        client = Collect(halfClose=False)
+        channel, service = self.channel(client)
+        channel.write(self.payload)
+        channel.loseWriteConnection()
+        channel.dataReceived(b"reply")
+        service.remoteEOF(channel)
+        self.assertTrue(client.readClosed)
+        self.assertEqual(service.kinds(), ["data"])
+        channel.addWindowBytes(len(self.payload))
+        self.assertEqual(service.kinds(), ["data", "eof", "close"])
+        self.assertEqual(service.data(), self.payload)
+        service.remoteClose(channel)
+        self.assertEqual(bytes(client.received), b"reply")
+        self.assertIsInstance(self.successResultOf(client.done), ConnectionDone)
+
+    def test_abortDropsBuffered(self) -> None:
+        """
+        C{abortConnection} with bytes buffered: CLOSE at once, the buffered
+        bytes are dropped, and the protocol sees an abort, not a clean close.
+        """
+        client = Collect()
+        channel, service = self.channel(client)
+        channel.write(self.payload)
+        channel.loseWriteConnection()
+        channel.abortConnection()
+        self.assertEqual(service.kinds(), ["data", "close"])
+        channel.addWindowBytes(len(self.payload))
+        self.assertEqual(service.kinds(), ["data", "close"])
+        self.assertEqual(len(service.data()), 1000)
+        service.remoteClose(channel)
+        self.assertIsInstance(self.successResultOf(client.done), ConnectionAborted)
+
+    def test_serverCloseWhileBuffered(self) -> None:
+        """
+        The server sends EOF and closes the channel while our bytes still
+        wait for window space: they cannot be delivered, so the protocol
+        sees a lost connection, not a clean close.
+        """
+        client = Collect()
+        channel, service = self.channel(client)
+        channel.write(self.payload)
+        channel.loseWriteConnection()
+        service.remoteEOF(channel)
+        service.remoteClose(channel)
+        self.assertEqual(service.kinds(), ["data", "close"])
+        self.assertIsInstance(self.successResultOf(client.done), ConnectionLost)
 
 
 class ForwardingRefusedTests(SSHTestsMixin, TestCase):
