@@ -129,3 +129,18 @@ def makeTLSConnection(tlsFactory: Any, tlsProtocol: Any) -> Any:
     if make is None:
         make = tlsFactory._createConnection
     return make(tlsProtocol)
+
+
+def clientConnectionFrom(options: Any, tlsProtocol: Any) -> Any:
+    """
+    The OpenSSL client connection a L{twisted.internet.ssl.CertificateOptions}
+    makes for one TLS protocol.
+    """
+    # Twisted 26.4: CertificateOptions makes it (ALPN set per connection).
+    # Before: a connection on its context, which carries the ALPN list.
+    make = getattr(options, "clientConnectionForTLS", None)
+    if make is not None:
+        return make(tlsProtocol)
+    from OpenSSL import SSL
+
+    return SSL.Connection(options.getContext(), None)

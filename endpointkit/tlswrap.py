@@ -107,7 +107,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
-from endpointkit._compat import wrapClientTLS, wrapServerTLS
+from endpointkit._compat import clientConnectionFrom, wrapClientTLS, wrapServerTLS
 from endpointkit._grammar import DescriptionError, buildDescription, didYouMean
 from endpointkit._kinds import Bool, Choice, Host, Invalid, Kind, Nested, Path, Seconds, String
 from endpointkit._schema import Arg, EndpointType, Parsed
@@ -1209,7 +1209,7 @@ class _ClientCreator:
                 self._sni = hostname.encode("idna")
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        connection: SSL.Connection = self._options.clientConnectionForTLS(tlsProtocol)
+        connection: SSL.Connection = clientConnectionFrom(self._options, tlsProtocol)
         if self._sni is not None:
             connection.set_tlsext_host_name(self._sni)
         if not self._verifyPeer:
