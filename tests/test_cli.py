@@ -398,7 +398,19 @@ class BuildTests(TestCase):
         self.assertEqual(shown, atRunTime)
 
     def test_tlsDirectoryMissing(self) -> None:
+        """
+        Twisted's C{tls:} server (from Twisted 26.4; before, there is no
+        such type) with a missing certificate directory.
+        """
+        from endpointkit._compat import HAS_TLS_SERVER_PARSER
+
         path = f"/nonexistent-{os.getpid()}/certs"
+        if not HAS_TLS_SERVER_PARSER:
+            status, _, err = runCommand("check", "--server", "--build",
+                                        buildDescription("tls", path, port=0))
+            self.assertEqual(status, 2)
+            self.assertIn("unknown server endpoint type 'tls'", err)
+            return
         self.failsLikeRunTime(buildDescription("tls", path, port=0),
                               f"tls: argument 'path' must be a directory of PEM files, "
                               f"but {path} does not exist")

@@ -38,6 +38,7 @@ from endpointkit import (
     sendProxyDescription,
 )
 from endpointkit import proxyprotocol as pp
+from endpointkit._compat import wrapServerTLS
 from endpointkit._proxyheader import (
     PP2_TYPE_ALPN,
     PP2_TYPE_AUTHORITY,
@@ -759,11 +760,11 @@ class LoopbackTests(TestCase):
         for outside in (True, False):
             tcp = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
             if outside:
-                serverEndpoint: Any = endpoints.wrapServerTLS(
+                serverEndpoint: Any = wrapServerTLS(
                     server, ProxyProtocolServerEndpoint(tcp, "127.0.0.1"))
             else:
                 serverEndpoint = ProxyProtocolServerEndpoint(
-                    endpoints.wrapServerTLS(server, tcp), "127.0.0.1")
+                    wrapServerTLS(server, tcp), "127.0.0.1")
             factory = reporterFactory()
             port = yield serverEndpoint.listen(factory)
             self.addCleanup(port.stopListening)
