@@ -16,6 +16,13 @@ round counts.
     .venv/bin/python bench/bench_relay.py            # 1 GiB, 1 and 16 streams; rate
     .venv/bin/python bench/bench_relay.py --quick    # 256 MiB, 1 and 4 streams; rate
     .venv/bin/python bench/bench_relay.py --rate-only
+    .venv/bin/python bench/bench_relay.py --metrics-only [--quick]
+
+The metrics rows (C{--metrics-only}): the relay with C{--metrics} (counting
+into prometheus_client and serving on a UNIX socket) against the same relay
+without, on both paths, all running at once: bulk throughput (one stream)
+and connection rate, in interleaved rounds, median per relay, and the
+ratio with metrics to without.
 """
 
 from __future__ import annotations
@@ -333,6 +340,100 @@ def spliceLoop(listenPort: int, target: int) -> None:
         threading.Thread(target=serve, args=(client,), daemon=True).start()
 
 
+def metricsConfigs(tmp: str) -> list[tuple[str, list[str]]]:
+    """
+    The relays the metrics rows compare: each path without and with
+    C{--metrics}.
+    """
+    found: list[tuple[str, list[str]]] = []
+    for path, flags in (("splice", []), ("--no-splice", ["--no-splice"])):
+        found.append((f"relay ({path})", flags))
+        sock = os.path.join(tmp, f"m{len(found)}.sock")
+        found.append((f"relay ({path}) --metrics", [*flags, "--metrics", f"unix:{sock}"]))
+    return found
+
+
+def runMetrics(total: int, seconds: float, rounds: int) -> None:
+    """
+    The metrics rows: bulk throughput and connection rate through each
+    relay of L{metricsConfigs}, interleaved rounds, medians and ratios.
+    """
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    relay = [PYTHON, "-c",
+             "import sys; from endpointkit._relaycli import main; sys.exit(main(sys.argv[1:]))"]
+    sinkPort, echoPort = freePort(), freePort()
+    helpers = [subprocess.Popen([PYTHON, __file__, "--sink", str(sinkPort)],
+                                stdout=subprocess.PIPE, env=env),
+               subprocess.Popen([PYTHON, __file__, "--echo", str(echoPort)],
+                                stdout=subprocess.PIPE, env=env)]
+    for helper in helpers:
+        assert helper.stdout is not None
+        helper.stdout.readline()
+    bulk: dict[str, list[float]] = {}
+    rate: dict[str, list[float]] = {}
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            ports: list[tuple[str, int, int]] = []
+            for name, flags in metricsConfigs(tmp):
+                pair = []
+                for target in (sinkPort, echoPort):
+                    port = freePort()
+                    extra = flags if target == sinkPort else [
+                        f.replace(".sock", "e.sock") for f in flags]
+                    process = subprocess.Popen(
+                        [*relay, *extra, f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+                         f"tcp:127.0.0.1:{target}"], stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp)
+                    processes.append(process)
+                    waitFor(port, process)
+                    pair.append(port)
+                ports.append((name, pair[0], pair[1]))
+            for round in range(rounds):
+                order = ports if round % 2 == 0 else ports[::-1]
+                for name, bulkPort, ratePort in order:
+                    out = subprocess.run([PYTHON, __file__, "--source", str(bulkPort),
+                                          str(total), "1"], capture_output=True, env=env,
+                                         timeout=300)
+                    if out.returncode:
+                        raise RuntimeError(f"{name}: {out.stdout!r} {out.stderr!r}")
+                    bulk.setdefault(name, []).append(total / float(out.stdout) / 1e6)
+                    out = subprocess.run([PYTHON, __file__, "--rate-source", str(ratePort),
+                                          str(seconds)], capture_output=True, env=env,
+                                         timeout=seconds + 120)
+                    if out.returncode:
+                        raise RuntimeError(f"{name}: {out.stdout!r} {out.stderr!r}")
+                    rate.setdefault(name, []).append(float(out.stdout))
+                    print(f"  {name:32} round {round + 1}: {bulk[name][-1]:8.0f} MB/s "
+                          f"{rate[name][-1]:8.0f} connections/s", file=sys.stderr, flush=True)
+                    time.sleep(0.5)
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for helper in helpers:
+                helper.kill()
+            for process in [*processes, *helpers]:
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    print(f"\nrelay with --metrics vs without: bulk {total / 2**20:.0f} MiB over 1 stream and "
+          f"connection rate ({RATE_THREADS} threads, {RATE_PAYLOAD}-byte echo, {seconds:g} s), "
+          f"median of {rounds} interleaved rounds")
+    for name, _ in metricsConfigs("x")[::2]:
+        withMetrics = f"{name} --metrics"
+        for what, table, unit in (("bulk", bulk, "MB/s"), ("rate", rate, "connections/s")):
+            base, measured = median(table[name]), median(table[withMetrics])
+            print(f"{withMetrics:32} {what}: {measured:8.0f} {unit:14} vs {base:8.0f} "
+                  f"without: {measured / base:.3f}x")
+    print("targets: bulk >= 0.97x, connections/s >= 0.95x")
+
+
 def freePort() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -524,6 +625,8 @@ def main(argv: Sequence[str]) -> int:
                         help="seconds per connection-rate round (default 2)")
     parser.add_argument("--rate-rounds", type=int, default=5,
                         help="interleaved connection-rate rounds (default 5)")
+    parser.add_argument("--metrics-only", action="store_true",
+                        help="only the rows of the relay with --metrics vs without")
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--echo", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rate-source", nargs=2, help=argparse.SUPPRESS)
@@ -541,6 +644,11 @@ def main(argv: Sequence[str]) -> int:
         return 0
     if args.rate_only:
         runRate(args.rate_seconds, args.rate_rounds)
+        return 0
+    if args.metrics_only:
+        total = args.bytes or ((128 if args.quick else 512) << 20)
+        runMetrics(total, args.rate_seconds / 2 if args.quick else args.rate_seconds,
+                   args.rate_rounds)
         return 0
     if args.splice_loop:
         spliceLoop(*args.splice_loop)

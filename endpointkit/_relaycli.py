@@ -2,12 +2,14 @@
 The command line of the relay, above the library: C{endpointkit relay}
 (L{main}), the twistd plugin C{endpointkit-relay} (L{Options},
 L{makeService}), the demo backend (L{DemoBackendService}) and the log
-observer the command prints with.  The relay itself is
+observer the command prints with, the metrics server (C{--metrics}) and
+the C{SIGUSR1} handler that logs the stats line at once.  The relay itself is
 L{endpointkit.relay}; nothing in the library imports this module.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -101,6 +103,9 @@ class Options(usage.Options):
         ["stats-interval", None, 0.0,
          "Log a one-line stats summary every this many seconds (0: never).",
          _seconds("stats-interval", True)],
+        ["metrics", None, None,
+         "Serve Prometheus metrics over HTTP on this server description "
+         "(tcp:9100:interface=127.0.0.1, unix:/run/relay-metrics.sock, ...)."],
     ]
 
     def parseArgs(self, *args: str) -> None:
@@ -126,7 +131,10 @@ class Options(usage.Options):
         if self["listen"] is None or self["connect"] is None:
             missing = "LISTEN and CONNECT" if self["listen"] is None else "CONNECT"
             raise usage.UsageError(f"missing {missing} (server and client descriptions)")
-        for name, side in (("listen", "server"), ("connect", "client")):
+        checked = [("listen", "server"), ("connect", "client")]
+        if self["metrics"] is not None:
+            checked.append(("metrics", "server"))
+        for name, side in checked:
             try:
                 parseDescription(self[name], side)  # type: ignore[arg-type]
             except DescriptionError as e:
@@ -145,26 +153,110 @@ def serviceFromOptions(options: Options, reactor: Any = None) -> RelayService:
         drainTimeout=options["drain-timeout"],
         statsInterval=options["stats-interval"],
         splice=not options["no-splice"],
-        reactor=reactor)
+        reactor=reactor,
+        metrics=options["metrics"] is not None)
 
 
 def makeService(options: Options) -> Service:
     """
     The twistd plugin's service: the relay, plus the demo backend with
-    C{--demo}.
+    C{--demo}, the metrics server with C{--metrics}, and the C{SIGUSR1}
+    stats line.
     """
     from twisted.application.service import MultiService
 
     relay = serviceFromOptions(options)
-    if not options["demo"]:
-        return relay
     top: Any = MultiService()  # type: ignore[no-untyped-call]
-    demo: Any = DemoBackendService(DEMO_BACKEND)
-    demo.setServiceParent(top)
+    if options["demo"]:
+        demo: Any = DemoBackendService(DEMO_BACKEND)
+        demo.setServiceParent(top)
     service: Any = relay
     service.setServiceParent(top)
+    if options["metrics"] is not None:
+        served: Any = MetricsService(options["metrics"])
+        served.setServiceParent(top)
+    signals: Any = StatsSignalService(relay)
+    signals.setServiceParent(top)
     result: Service = top
     return result
+
+
+# The metrics server and the stats signal.
+
+
+class MetricsService(Service):
+    """
+    Serve the relay's metrics (prometheus_client's global registry by
+    default) on the server description C{description}
+    (L{endpointkit.metrics.serveMetrics}).
+    """
+
+    def __init__(self, description: str, registry: Any = None, reactor: Any = None) -> None:
+        self.description = description
+        self.registry = registry
+        self.reactor = reactor
+        self.port: IListeningPort | None = None
+        self.listening: Deferred[IListeningPort] = Deferred()
+
+    def startService(self) -> None:
+        from endpointkit.metrics import serveMetrics
+
+        _Service.startService(self)
+        d = serveMetrics(self.description, self.registry, self.reactor)
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self.port = port
+            log.info("relay: serving metrics on {where}",
+                     where=describeListening(parseDescription(self.description, "server"),
+                                             port))
+            return port
+
+        d.addCallback(listening)
+        d.chainDeferred(self.listening)
+
+    def stopService(self) -> Any:
+        _Service.stopService(self)
+        if self.port is not None:
+            from endpointkit.lifecycle import stopListening
+
+            port, self.port = self.port, None
+            return stopListening(port)
+        return None
+
+
+class StatsSignalService(Service):
+    """
+    While running, C{SIGUSR1} logs the relay's stats line at once (as
+    socat does); the previous handler is put back on stop.  The line is
+    logged from the reactor's thread.
+    """
+
+    def __init__(self, relay: RelayService, reactor: Any = None) -> None:
+        self.relay = relay
+        self.reactor = reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        _Service.startService(self)
+        sigusr1 = getattr(signal, "SIGUSR1", None)
+        if sigusr1 is None:  # pragma: no cover - not on Windows
+            return
+        reactor = self.reactor
+        if reactor is None:
+            from twisted.internet import reactor as reactor
+        logStats = self.relay.logStats
+
+        def handler(signum: int, frame: object) -> None:
+            reactor.callFromThread(logStats)
+
+        self._previous = signal.signal(sigusr1, handler)
+
+    def stopService(self) -> None:
+        _Service.stopService(self)
+        sigusr1 = getattr(signal, "SIGUSR1", None)
+        if sigusr1 is not None and self._previous is not None:
+            signal.signal(sigusr1, self._previous)
+            self._previous = None
 
 
 # The demo backend: echo for anything, HTTP for what looks like a request.
@@ -304,18 +396,26 @@ def main(argv: Sequence[str], reactor: Any = None) -> int:
         from twisted.internet import reactor as reactor
     status = [0]
     demo: DemoBackendService | None = None
+    served: MetricsService | None = None
     try:
         if options["demo"]:
             demo = DemoBackendService(DEMO_BACKEND, reactor)
         service = serviceFromOptions(options, reactor)
+        if options["metrics"] is not None:
+            served = MetricsService(options["metrics"], reactor=reactor)
     except DescriptionError as e:
         sys.stderr.write(f"endpointkit relay: {e}\n")
         return 2
 
-    def fail(failure: Failure) -> None:
+    signals = StatsSignalService(service, reactor)
+
+    def failMetrics(failure: Failure) -> None:
+        fail(failure, f"could not serve metrics on {options['metrics']}")
+
+    def fail(failure: Failure, what: str | None = None) -> None:
         reason = _reason(failure)
         if not reason.startswith("listen "):
-            reason = f"could not listen on {service.listenParsed}: {reason}"
+            reason = f"{what or f'could not listen on {service.listenParsed}'}: {reason}"
         log.error("relay: {reason}", reason=reason)
         status[0] = 1
         if reactor.running:
@@ -340,6 +440,10 @@ def main(argv: Sequence[str], reactor: Any = None) -> int:
                 demo.startService()
                 demo.listening.addErrback(fail)
             service.startService()
+            if served is not None:
+                served.startService()
+                served.listening.addErrback(failMetrics)
+            signals.startService()
         except DescriptionError as e:
             fail(_Failure(e))
             return
@@ -347,8 +451,13 @@ def main(argv: Sequence[str], reactor: Any = None) -> int:
 
     def stop() -> Deferred[None] | None:
         result: Deferred[None] | None = None
+        if signals.running:
+            signals.stopService()
+        if served is not None and served.running:
+            result = defer.maybeDeferred(served.stopService)
         if service.running:
-            result = defer.maybeDeferred(service.stopService)
+            stopping = defer.maybeDeferred(service.stopService)
+            result = stopping if result is None else result.addBoth(lambda _: stopping)
         if demo is not None and demo.running:
             stopped = defer.maybeDeferred(demo.stopService)
             result = stopped if result is None else result.addBoth(lambda _: stopped)

@@ -18,6 +18,12 @@ counted only in the total.  The listening port (L{LimitPort}) exposes the
 current counts (C{open}, C{perPeer}, C{rejected}, C{timedOut}, C{peak},
 C{paused}, or all at once as C{counts}) and the port it wraps as
 C{wrappedPort}.
+
+A C{limit:} built from a description counts into
+L{endpointkit.metrics.LimitMetrics} (open, refused by reason, timed out,
+paused) in prometheus_client's global registry, labelled with its masked
+description; L{LimitingFactory} and L{LimitServerEndpoint} take a
+C{metrics} object of the application's (L{None}: no metrics).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import (
@@ -44,8 +50,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from endpointkit._kinds import Bool, Int, Nested, Seconds, String
-from endpointkit._schema import Arg, EndpointType
+from endpointkit._schema import Arg, EndpointType, Parsed
 from endpointkit._wrapping import PassThroughFactory, PassThroughProtocol
+
+if TYPE_CHECKING:
+    from endpointkit.metrics import LimitMetrics
 
 __all__ = ["LimitCounts", "LimitPort", "LimitServerEndpoint", "LimitingFactory", "limitType"]
 
@@ -182,7 +191,10 @@ class _Limited(PassThroughProtocol, TimeoutMixin):
         _Wrapper.writeSequence(self, data)
 
     def timeoutConnection(self) -> None:
-        self.factory.timedOut += 1
+        factory = self.factory
+        factory.timedOut += 1
+        if factory.metrics is not None:
+            factory.metrics.timedOut()
         transport: Any = self.transport
         abort = getattr(transport, "abortConnection", None)
         if abort is not None:
@@ -201,6 +213,8 @@ class LimitingFactory(PassThroughFactory):
     Wraps a server factory: refuses connections over the total or per-peer
     cap, counts them, pauses accepting at the cap if asked, and times out
     idle connections.
+
+    @ivar metrics: where the events are counted too (L{None}: only here).
     """
 
     protocol = _Limited
@@ -209,8 +223,10 @@ class LimitingFactory(PassThroughFactory):
                  perPeer: int | None = None, idle: float | None = None,
                  message: str | None = None, pause: bool = False,
                  clock: IReactorTime | None = None,
-                 refuseGrace: float = REJECT_GRACE) -> None:
+                 refuseGrace: float = REJECT_GRACE,
+                 metrics: LimitMetrics | None = None) -> None:
         PassThroughFactory.__init__(self, wrappedFactory)
+        self.metrics = metrics
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock: Any = clock
@@ -244,16 +260,18 @@ class LimitingFactory(PassThroughFactory):
         """
         key = peerKey(addr)
         if self.maxConnections is not None and self.open >= self.maxConnections:
-            return self._refuse(f"the cap of {self.maxConnections} connections")
+            return self._refuse(f"the cap of {self.maxConnections} connections", "max")
         if (self.perPeer is not None and key is not None
                 and self.perPeerCounts.get(key, 0) >= self.perPeer):
-            return self._refuse(f"the cap of {self.perPeer} connections from {key}")
+            return self._refuse(f"the cap of {self.perPeer} connections from {key}", "perPeer")
         inner = self.wrappedFactory.buildProtocol(addr)
         if inner is None:
             return None
         wrapper: _Limited = _Limited(self, inner)
         wrapper.peer = key
         self.open += 1
+        if self.metrics is not None:
+            self.metrics.opened()
         self.peak = max(self.peak, self.open)
         if key is not None:
             self.perPeerCounts[key] = self.perPeerCounts.get(key, 0) + 1
@@ -262,8 +280,15 @@ class LimitingFactory(PassThroughFactory):
             self._setPaused(True)
         return wrapper
 
-    def _refuse(self, what: str) -> Protocol:
+    def _refuse(self, what: str, reason: str = "max") -> Protocol:
+        """
+        Count and refuse a connection over a cap.
+
+        @param reason: the cap, for the metrics: C{max} or C{perPeer}.
+        """
         self.rejected += 1
+        if self.metrics is not None:
+            self.metrics.refused(reason)
         self._unlogged += 1
         now: float = self.clock.seconds()
         if self._loggedAt is None or now - self._loggedAt >= LOG_INTERVAL:
@@ -278,6 +303,8 @@ class LimitingFactory(PassThroughFactory):
         A counted connection ended.
         """
         self.open -= 1
+        if self.metrics is not None:
+            self.metrics.closed()
         key = wrapper.peer
         if key is not None:
             left = self.perPeerCounts.get(key, 0) - 1
@@ -292,6 +319,8 @@ class LimitingFactory(PassThroughFactory):
         if self.port is None or paused == self.paused:
             return
         self.paused = paused
+        if self.metrics is not None:
+            self.metrics.setPaused(paused)
         for acceptor in _acceptors(self.port):
             if paused:
                 acceptor.stopReading()
@@ -377,6 +406,8 @@ class LimitPort:
         stay open (and counted).
         """
         self.factory.port = None
+        if self.factory.paused and self.factory.metrics is not None:
+            self.factory.metrics.setPaused(False)
         self.factory.paused = False
         stopped: defer.Deferred[None] = defer.maybeDeferred(self.wrappedPort.stopListening)
         return stopped
@@ -398,13 +429,16 @@ class LimitServerEndpoint:
     @param pause: stop accepting while at C{maxConnections}.
     @param clock: for the idle timeout and the refusal grace (default: the
         reactor).
+    @param metrics: where the events are counted (L{None}: not counted).
     """
 
     def __init__(self, endpoint: IStreamServerEndpoint, maxConnections: int | None = None,
                  perPeer: int | None = None, idle: float | None = None,
                  message: str | None = None, pause: bool = False,
-                 clock: IReactorTime | None = None) -> None:
+                 clock: IReactorTime | None = None,
+                 metrics: LimitMetrics | None = None) -> None:
         self.endpoint: Any = endpoint
+        self.metrics = metrics
         self.maxConnections = maxConnections
         self.perPeer = perPeer
         self.idle = idle
@@ -418,7 +452,8 @@ class LimitServerEndpoint:
 
     def listen(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
         factory = LimitingFactory(protocolFactory, self.maxConnections, self.perPeer,
-                                  self.idle, self.message, self.pause, self.clock)
+                                  self.idle, self.message, self.pause, self.clock,
+                                  metrics=self.metrics)
         listening: defer.Deferred[Any] = defer.maybeDeferred(self.endpoint.listen, factory)
         listening.addCallback(lambda port: LimitPort(port, factory))
         return listening
@@ -433,10 +468,13 @@ def _check(values: Mapping[str, Any], given: frozenset[str]) -> None:
         raise limitType.error("message", "is sent to refused connections; it needs max or perPeer")
 
 
-def _build(reactor: Any, endpoint: IStreamServerEndpoint, max: int | None,
-           perPeer: int | None, idle: float | None, message: str | None,
-           pause: bool) -> LimitServerEndpoint:
-    return LimitServerEndpoint(endpoint, max, perPeer, idle, message, pause, clock=reactor)
+def _build(reactor: Any, parsed: Parsed) -> LimitServerEndpoint:
+    from endpointkit.metrics import LimitMetrics
+
+    values = parsed.values
+    return LimitServerEndpoint(values["endpoint"].build(reactor), values["max"],
+                               values["perPeer"], values["idle"], values["message"],
+                               values["pause"], clock=reactor, metrics=LimitMetrics(parsed))
 
 
 limitType = EndpointType(
@@ -454,6 +492,6 @@ limitType = EndpointType(
     ),
     "caps concurrent connections in total and per peer host, and closes idle "
     "connections, around another server description",
-    factory=_build,
+    build=_build,
     validate=_check,
 )

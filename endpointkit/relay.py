@@ -19,6 +19,13 @@ The caps and the idle timeout (C{maxConnections}, C{idleTimeout}) are
 C{limit:}'s (L{endpointkit.limit.LimitingFactory}): one refusal, one idle
 timer, which bytes moved by splice also reset.
 
+Every relay counts into L{endpointkit.metrics.RelayMetrics} (connections,
+bytes each way, connect failures by reason, connect latency, refusals),
+labelled with its masked descriptions, in the registry the application
+passes (prometheus_client's global one by default); C{metrics=False} turns
+that off.  Counting costs a few calls per connection and one per chunk
+moved (a splice call's byte count on the splice path), never per byte.
+
 The command line (C{endpointkit relay}), the twistd plugin's glue, the demo
 backend and the log observer sit above this module, in
 L{endpointkit._relaycli}.
@@ -27,8 +34,8 @@ L{endpointkit._relaycli}.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -54,7 +61,12 @@ from endpointkit._lookup import parseDescription
 from endpointkit._schema import Parsed
 from endpointkit._wrapping import PassThroughProtocol
 from endpointkit.deadline import connectWithTimeout
+from endpointkit.failover import servedBy
 from endpointkit.limit import LimitingFactory
+from endpointkit.metrics import RelayMetrics
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["RelayFactory", "RelayService", "RelayStats", "describeAddress",
            "describeListening"]
@@ -67,6 +79,12 @@ _Service: Any = Service
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_DRAIN_TIMEOUT = 10.0
+SHOWN_NAMES = 16
+"""
+At most this many members (C{servedBy}) and chosen targets are counted by
+name in L{RelayStats}; further ones are counted under C{(other)}.
+"""
+
 READ_SIZE = 1 << 18
 """
 How much one read takes from a socket on the general path, and how much a
@@ -83,6 +101,11 @@ class RelayStats:
     @ivar timedOut: relays closed after C{idleTimeout} without bytes.
     @ivar up: bytes from accepted clients to the backend.
     @ivar down: bytes from the backend to accepted clients.
+    @ivar servedBy: relayed connections by the C{fallback:} or C{race:}
+        member that made their backend connection (masked descriptions).
+    @ivar targets: relayed connections by the target the CONNECT endpoint
+        says it chose (its C{chosenTarget}, where it has one, such as
+        C{srv:}).
     """
 
     open: int = 0
@@ -93,14 +116,45 @@ class RelayStats:
     up: int = 0
     down: int = 0
     timedOut: int = 0
+    servedBy: dict[str, int] = field(default_factory=dict)
+    targets: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
         """
-        The one-line summary the stats log prints.
+        The one-line summary the stats log prints (and C{SIGUSR1} asks for
+        in the command), with the members and targets that served
+        connections when there are any.
         """
-        return (f"relay stats: open={self.open} total={self.total} "
+        text = (f"relay stats: open={self.open} total={self.total} "
                 f"failed={self.failed} refused={self.refused} spliced={self.spliced} "
                 f"idle={self.timedOut} up={_size(self.up)} down={_size(self.down)}")
+        for title, counts in (("served by", self.servedBy), ("targets", self.targets)):
+            if counts:
+                text += f"; {title} " + ", ".join(f"{name} ({n})" for name, n in counts.items())
+        return text
+
+
+def _tally(counts: dict[str, int], name: str) -> None:
+    if name not in counts and len(counts) >= SHOWN_NAMES:
+        name = "(other)"
+    counts[name] = counts.get(name, 0) + 1
+
+
+def chosenTarget(endpoint: object, protocol: object) -> str | None:
+    """
+    The target a CONNECT endpoint says it chose for the connection of
+    C{protocol}, where it exposes one (a C{chosenTarget} attribute, a string
+    or a function of the protocol; C{srv:} has one), else L{None}.
+    """
+    chosen = getattr(endpoint, "chosenTarget", None)
+    if callable(chosen):
+        try:
+            chosen = chosen(protocol)
+        except Exception:
+            return None
+    if chosen is None:
+        return None
+    return chosen if isinstance(chosen, str) else str(chosen)
 
 
 def _size(n: int) -> str:
@@ -321,6 +375,7 @@ class Relay:
         self.splicer: _splice.Splicer | None = None
         self.finished = False
         self.touches: list[Callable[[], None]] = []
+        self.startedAt = 0.0
 
     @property
     def peer(self) -> str:
@@ -335,23 +390,42 @@ class Relay:
         stats = factory.stats
         stats.open += 1
         stats.total += 1
+        metrics = factory.metrics
+        if metrics is not None:
+            metrics.connectionOpened()
+            self.startedAt = factory.reactor.seconds()
         d = connectWithTimeout(factory.connectEndpoint, _BackendFactory(self),
                                factory.connectTimeout, clock=factory.reactor)
         self.connecting = d
         d.addCallbacks(self._connected, self._connectFailed)
 
     def count(self, direction: int, n: int) -> None:
-        stats = self.factory.stats
+        factory = self.factory
+        stats = factory.stats
+        metrics = factory.metrics
         if direction == 0:
             stats.up += n
+            if metrics is not None:
+                metrics.bytesUp(n)
         else:
             stats.down += n
+            if metrics is not None:
+                metrics.bytesDown(n)
         for touch in self.touches:
             touch()
 
     def _connected(self, protocol: Any) -> None:
         self.connecting = None
+        factory = self.factory
+        if factory.metrics is not None:
+            factory.metrics.connected(factory.reactor.seconds() - self.startedAt)
         backend = self.backend = self._find(protocol)
+        member = servedBy(protocol)
+        if member is not None:
+            _tally(factory.stats.servedBy, member)
+        target = chosenTarget(factory.connectEndpoint, protocol)
+        if target is not None:
+            _tally(factory.stats.targets, target)
         client = self.client
         if client.lost or self.finished:
             backend.transport.loseConnection()  # type: ignore[union-attr]
@@ -402,6 +476,8 @@ class Relay:
             return False
         self.splicer = splicer
         factory.stats.spliced += 1
+        if factory.metrics is not None:
+            factory.metrics.spliced()
         splicer.start()
         return True
 
@@ -409,7 +485,10 @@ class Relay:
         self.connecting = None
         if isinstance(failure.value, defer.CancelledError) and self.client.lost:
             return
-        self.factory.stats.failed += 1
+        factory = self.factory
+        factory.stats.failed += 1
+        if factory.metrics is not None:
+            factory.metrics.connectFailed(failure)
         log.warn("relay: could not connect {peer} to {target}: {reason}",
                  peer=self.peer, target=self.factory.connectDescription,
                  reason=_reason(failure))
@@ -456,6 +535,8 @@ class Relay:
         factory = self.factory
         factory.relays.discard(self)
         factory.stats.open -= 1
+        if factory.metrics is not None:
+            factory.metrics.connectionClosed()
         factory.relayFinished()
 
     def abort(self) -> None:
@@ -491,6 +572,7 @@ class RelayFactory(ServerFactory):
 
     @ivar pipes: the spliced relays' pipes, kept for reuse (closed by
         L{close}).
+    @ivar metrics: where the relays count (L{None}: nowhere but C{stats}).
     """
 
     protocol = _ClientEnd
@@ -498,8 +580,9 @@ class RelayFactory(ServerFactory):
 
     def __init__(self, reactor: Any, connectEndpoint: IStreamClientEndpoint,
                  connectDescription: str, *, connectTimeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 splice: bool = True) -> None:
+                 splice: bool = True, metrics: RelayMetrics | None = None) -> None:
         self.reactor = reactor
+        self.metrics = metrics
         self.connectEndpoint = connectEndpoint
         self.connectDescription = connectDescription
         self.connectTimeout = connectTimeout
@@ -550,6 +633,25 @@ class RelayFactory(ServerFactory):
         Close the pipes kept for reuse.
         """
         self.pipes.close()
+
+
+class _RelayLimits(LimitingFactory):
+    """
+    C{limit:}'s caps for the relay's own C{maxConnections} and
+    C{idleTimeout}: a refusal is also counted in the relay's metrics.
+    """
+
+    noisy = False
+
+    def __init__(self, factory: RelayFactory, maxConnections: int | None,
+                 idle: float | None, clock: Any) -> None:
+        LimitingFactory.__init__(self, factory, maxConnections, idle=idle, clock=clock)
+        self.relayMetrics = factory.metrics
+
+    def _refuse(self, what: str, reason: str = "max") -> Protocol:
+        if self.relayMetrics is not None:
+            self.relayMetrics.refused()
+        return LimitingFactory._refuse(self, what, reason)
 
 
 class _Tracker(TrackingFactory):
@@ -619,13 +721,19 @@ class RelayService(Service):
         new connection is refused by C{limit:}'s machinery.
     @param idleTimeout: seconds without bytes either way before a relay is
         aborted (0: never), C{limit:}'s idle timer.
+    @param metrics: whether to count into L{RelayMetrics} (labelled with
+        the masked listen and connect descriptions).
+    @param registry: the prometheus_client registry the relay's metrics and
+        its listen events go to (default: prometheus_client's global
+        C{REGISTRY}).
     """
 
     def __init__(self, listen: str, connect: str, *,
                  connectTimeout: float = DEFAULT_CONNECT_TIMEOUT,
                  maxConnections: int = 0, idleTimeout: float = 0.0,
                  drainTimeout: float = DEFAULT_DRAIN_TIMEOUT, statsInterval: float = 0.0,
-                 splice: bool = True, reactor: Any = None) -> None:
+                 splice: bool = True, reactor: Any = None, metrics: bool = True,
+                 registry: CollectorRegistry | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
@@ -636,14 +744,16 @@ class RelayService(Service):
         self.listenDescription = listen
         self.drainTimeout = drainTimeout
         self.statsInterval = statsInterval
+        self.registry = registry
+        self.metrics = (RelayMetrics(self.listenParsed, self.connectParsed, registry)
+                        if metrics else None)
         self.factory = RelayFactory(
             reactor, self.connectParsed.build(reactor), str(self.connectParsed),
-            connectTimeout=connectTimeout, splice=splice)
+            connectTimeout=connectTimeout, splice=splice, metrics=self.metrics)
         self.limits: LimitingFactory | None = None
         if maxConnections or idleTimeout:
-            self.limits = LimitingFactory(self.factory, maxConnections or None,
-                                          idle=idleTimeout or None, clock=reactor)
-            self.limits.noisy = False
+            self.limits = _RelayLimits(self.factory, maxConnections or None,
+                                       idleTimeout or None, reactor)
         self.path = splicePath(self.listenParsed, self.connectParsed, self.factory.splice)
         self.port: IListeningPort | None = None
         self.listening: Deferred[IListeningPort] = Deferred()
@@ -666,7 +776,8 @@ class RelayService(Service):
 
         _Service.startService(self)
         d: Deferred[Any] = listen(self.listenDescription,
-                                  _Tracker(self.limits or self.factory), self.reactor)
+                                  _Tracker(self.limits or self.factory), self.reactor,
+                                  registry=self.registry)
 
         def listening(port: IListeningPort) -> IListeningPort:
             self.port = port

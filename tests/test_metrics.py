@@ -7,6 +7,7 @@ over TCP and a UNIX socket.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -399,3 +400,464 @@ class ServeTests(TestCase):
     def test_badDescription(self) -> None:
         with self.assertRaises(endpointkit.DescriptionError):
             serveMetrics("tcp:notaport", CollectorRegistry())
+
+
+# The wiring: the relay, limit: and the lifecycle helpers count real traffic.
+
+UP = 3000
+DOWN = 50000
+
+
+class _Backend(Protocol):
+    """
+    Reads L{UP} bytes, then answers L{DOWN} bytes and waits for the close.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received == UP:
+            self.transport.write(b"d" * DOWN)  # type: ignore[union-attr]
+
+
+class _Client(Protocol):
+    """
+    Sends L{UP} bytes; C{answered} fires once L{DOWN} came back, C{lost}
+    when the connection is gone.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.answered: defer.Deferred[None] = defer.Deferred()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"u" * UP)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received >= DOWN and not self.answered.called:
+            self.answered.callback(None)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if not self.lost.called:
+            self.lost.callback(None)
+
+
+def _within(d: defer.Deferred[Any], seconds: float = 30.0) -> defer.Deferred[Any]:
+    return d.addTimeout(seconds, _reactor)
+
+
+async def _until(condition: Any, what: str, seconds: float = 30.0) -> None:
+    from twisted.internet import task
+
+    deadline = _reactor.seconds() + seconds
+    while not condition():
+        if _reactor.seconds() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await task.deferLater(_reactor, 0.01, lambda: None)
+
+
+class RelayWiringMixin:
+    """
+    A relay (in this process) counts known traffic exactly, on the path the
+    subclass chooses.
+    """
+
+    splice: bool
+
+    async def backend(self) -> str:
+        test: Any = self
+        port = await listen("tcp:0:interface=127.0.0.1", Factory.forProtocol(_Backend),
+                            registry=CollectorRegistry())
+        test.addCleanup(port.stopListening)
+        return f"tcp:127.0.0.1:{port.getHost().port}"
+
+    async def relay(self, listenOn: str, connect: str, **kwargs: Any) -> Any:
+        from endpointkit.relay import RelayService
+
+        test: Any = self
+        service = RelayService(listenOn, connect, splice=self.splice, reactor=_reactor,
+                               **kwargs)
+        service.startService()
+        test.addCleanup(lambda: service.running and service.stopService())
+        await _within(service.listening)
+        return service
+
+    async def client(self, port: int) -> _Client:
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        test: Any = self
+        protocol = _Client()
+        await _within(connectProtocol(TCP4ClientEndpoint(_reactor, "127.0.0.1", port),
+                                      protocol))
+        test.addCleanup(lambda: protocol.lost.called
+                        or protocol.transport.abortConnection())  # type: ignore[union-attr]
+        return protocol
+
+    async def test_knownTraffic(self) -> None:
+        """
+        10 relayed connections with C{UP} bytes up and C{DOWN} down each,
+        behind C{limit:max=10}, and an 11th that C{limit:} refuses: the
+        relay's, C{limit:}'s and the listen's samples say exactly that.
+        """
+        test: Any = self
+        registry = CollectorRegistry()
+        port = freePort()
+        listenOn = f"limit:max=10:endpoint=tcp\\:{port}\\:interface=127.0.0.1"
+        service = await self.relay(listenOn, await self.backend(), registry=registry)
+        labels = {"listen": service.metrics.listen, "connect": service.metrics.connect}
+        limitLabel = maskedDescription(listenOn, "server")
+        limitRefused = ("endpointkit_limit_refused_connections_total",
+                        {"description": limitLabel, "reason": "max"})
+        refusedBefore = REGISTRY.get_sample_value(*limitRefused) or 0
+        clients = [await self.client(port) for _ in range(10)]
+        await _within(defer.gatherResults([c.answered for c in clients]))
+        self.assertEqual(value(registry, "endpointkit_relay_open_connections", **labels), 10)
+        self.assertEqual(REGISTRY.get_sample_value("endpointkit_limit_open_connections",
+                                                   {"description": limitLabel}), 10)
+        refused = await self.client(port)
+        await _within(refused.lost)
+        for c in clients:
+            c.transport.loseConnection()  # type: ignore[union-attr]
+        await _within(defer.gatherResults([c.lost for c in clients]))
+        await _until(lambda: value(registry, "endpointkit_relay_open_connections",
+                                   **labels) == 0, "every relay to end")
+        self.assertEqual([c.received for c in clients], [DOWN] * 10)
+        self.assertEqual(value(registry, "endpointkit_relay_connections_total", **labels), 10)
+        self.assertEqual(value(registry, "endpointkit_relay_bytes_total", direction="up",
+                               **labels), 10 * UP)
+        self.assertEqual(value(registry, "endpointkit_relay_bytes_total", direction="down",
+                               **labels), 10 * DOWN)
+        self.assertEqual(value(registry, "endpointkit_relay_spliced_connections_total",
+                               **labels), 10 if service.factory.splice else 0)
+        self.assertEqual(value(registry, "endpointkit_relay_connect_seconds_count", **labels),
+                         10)
+        self.assertEqual(REGISTRY.get_sample_value(*limitRefused), refusedBefore + 1)
+        self.assertEqual(REGISTRY.get_sample_value("endpointkit_limit_open_connections",
+                                                   {"description": limitLabel}), 0)
+        self.assertEqual(service.stats.up, 10 * UP)
+        self.assertEqual(service.stats.down, 10 * DOWN)
+        self.assertEqual(value(registry, "endpointkit_listens_total",
+                               description=service.metrics.listen, result="ok"), 1)
+        self.assertEqual(value(registry, "endpointkit_listening",
+                               description=service.metrics.listen), 1)
+        await service.stopService()
+        self.assertEqual(value(registry, "endpointkit_listening",
+                               description=service.metrics.listen), 0)
+        test.assertFalse(service.running)
+
+    async def test_refusedAndFailed(self) -> None:
+        """
+        The relay's own cap counts a refusal; a backend that refuses counts
+        a connect failure by reason.
+        """
+        registry = CollectorRegistry()
+        capped = await self.relay("tcp:0:interface=127.0.0.1", await self.backend(),
+                                  registry=registry, maxConnections=1)
+        labels = {"listen": capped.metrics.listen, "connect": capped.metrics.connect}
+        number = capped.port.getHost().port
+        first = await self.client(number)
+        await _within(first.answered)
+        second = await self.client(number)
+        await _within(second.lost)
+        self.assertEqual(value(registry, "endpointkit_relay_refused_connections_total",
+                               **labels), 1)
+        self.assertEqual(value(registry, "endpointkit_relay_connections_total", **labels), 1)
+        dead = f"tcp:127.0.0.1:{freePort()}"
+        failing = await self.relay("tcp:0:interface=127.0.0.1", dead, registry=registry)
+        lost = await self.client(failing.port.getHost().port)
+        await _within(lost.lost)
+        await _until(lambda: failing.stats.open == 0, "the failed relay to end")
+        self.assertEqual(value(registry, "endpointkit_relay_connect_failures_total",
+                               listen=failing.metrics.listen, connect=dead,
+                               reason="refused"), 1)
+
+    async def test_servedByInStatsLine(self) -> None:
+        """
+        Through C{fallback:}, the stats line names the member that served
+        the connections, and the default registry is used when none is
+        given.
+        """
+        live = await self.backend()
+        dead = f"tcp:127.0.0.1:{freePort()}"
+        service = await self.relay("tcp:0:interface=127.0.0.1",
+                                   buildDescription("fallback", dead, live))
+        labels = {"listen": service.metrics.listen, "connect": service.metrics.connect}
+        before = REGISTRY.get_sample_value("endpointkit_relay_connections_total", labels) or 0
+        for _ in range(2):
+            c = await self.client(service.port.getHost().port)
+            await _within(c.answered)
+            c.transport.loseConnection()  # type: ignore[union-attr]
+            await _within(c.lost)
+        await _until(lambda: service.stats.open == 0, "the relays to end")
+        self.assertIn(f"; served by {live} (2)", service.stats.line())
+        self.assertEqual(REGISTRY.get_sample_value("endpointkit_relay_connections_total",
+                                                   labels), before + 2)
+
+    async def test_metricsOff(self) -> None:
+        """
+        C{metrics=False} counts nothing into any registry (the relay still
+        keeps its stats).
+        """
+        registry = CollectorRegistry()
+        service = await self.relay("tcp:0:interface=127.0.0.1", await self.backend(),
+                                   registry=registry, metrics=False)
+        c = await self.client(service.port.getHost().port)
+        await _within(c.answered)
+        self.assertIsNone(service.metrics)
+        self.assertEqual(service.stats.total, 1)
+        self.assertNotIn("endpointkit_relay_", generate_latest(registry).decode())
+
+
+class SpliceRelayWiringTests(RelayWiringMixin, TestCase):
+    splice = True
+
+    def setUp(self) -> None:
+        from endpointkit import _splice
+
+        if not _splice.spliceAvailable():  # pragma: no cover - Linux has it
+            self.splice = False
+
+
+class CopyRelayWiringTests(RelayWiringMixin, TestCase):
+    splice = False
+
+
+class ChosenTargetTests(SynchronousTestCase):
+    def test_exposed(self) -> None:
+        from endpointkit.relay import RelayStats, chosenTarget
+
+        class Endpoint:
+            chosenTarget = "db1.example.com:5432"
+
+        class ByProtocol:
+            def chosenTarget(self, protocol: object) -> str:
+                return f"for {protocol}"
+
+        self.assertEqual(chosenTarget(Endpoint(), None), "db1.example.com:5432")
+        self.assertEqual(chosenTarget(ByProtocol(), "p"), "for p")
+        self.assertIsNone(chosenTarget(object(), None))
+        stats = RelayStats(targets={"db1.example.com:5432": 3})
+        self.assertTrue(stats.line().endswith("; targets db1.example.com:5432 (3)"))
+
+
+class LimitWiringTests(SynchronousTestCase):
+    def test_events(self) -> None:
+        """
+        C{limit:}'s factory counts opens, refusals by cap, idle closes and
+        pauses into the metrics it is given.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.task import Clock
+        from twisted.test.proto_helpers import StringTransport
+
+        from endpointkit.limit import LimitingFactory
+
+        registry = CollectorRegistry()
+        metrics = LimitMetrics("limit:max=2:perPeer=1:idle=5:endpoint=tcp\\:8080", registry)
+        clock = Clock()
+        factory = LimitingFactory(Factory.forProtocol(Protocol), 2, 1, idle=5, clock=clock,
+                                  metrics=metrics)
+        label = {"description": metrics.description}
+
+        def peer(host: str) -> Any:
+            protocol = factory.buildProtocol(IPv4Address("TCP", host, 1234))
+            protocol.makeConnection(StringTransport())
+            return protocol
+
+        first = peer("127.0.0.1")
+        peer("127.0.0.1")  # over perPeer
+        peer("127.0.0.2")
+        peer("127.0.0.3")  # over max
+        self.assertEqual(value(registry, "endpointkit_limit_open_connections", **label), 2)
+        self.assertEqual(value(registry, "endpointkit_limit_refused_connections_total",
+                               reason="perPeer", **label), 1)
+        self.assertEqual(value(registry, "endpointkit_limit_refused_connections_total",
+                               reason="max", **label), 1)
+        clock.advance(5)
+        self.assertEqual(value(registry, "endpointkit_limit_timed_out_connections_total",
+                               **label), 2)
+        first.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertEqual(value(registry, "endpointkit_limit_open_connections", **label), 1)
+
+    def test_paused(self) -> None:
+        """
+        With C{pause=yes}, reaching the cap counts one pause and sets the
+        gauge; the next close clears it.
+        """
+        from twisted.internet.task import Clock
+        from twisted.test.proto_helpers import StringTransport
+
+        from endpointkit.limit import LimitingFactory
+
+        class Acceptor:
+            reading = True
+
+            def stopReading(self) -> None:
+                self.reading = False
+
+            def startReading(self) -> None:
+                self.reading = True
+
+        registry = CollectorRegistry()
+        metrics = LimitMetrics("limit:max=1:pause=yes:endpoint=tcp\\:8080", registry)
+        factory = LimitingFactory(Factory.forProtocol(Protocol), 1, pause=True, clock=Clock(),
+                                  metrics=metrics)
+        acceptor = Acceptor()
+        factory.port = acceptor
+        label = {"description": metrics.description}
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        self.assertFalse(acceptor.reading)
+        self.assertEqual(value(registry, "endpointkit_limit_paused", **label), 1)
+        self.assertEqual(value(registry, "endpointkit_limit_pauses_total", **label), 1)
+        protocol.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertTrue(acceptor.reading)
+        self.assertEqual(value(registry, "endpointkit_limit_paused", **label), 0)
+        self.assertEqual(value(registry, "endpointkit_limit_pauses_total", **label), 1)
+
+    def test_fromDescription(self) -> None:
+        """
+        A C{limit:} built from its description counts under its masked
+        description in the default registry.
+        """
+        from endpointkit._lookup import parseDescription
+
+        description = "limit:max=3:endpoint=tcp\\:0\\:interface=127.0.0.1"
+        endpoint = parseDescription(description, "server").build(_reactor)
+        self.assertIsInstance(endpoint.metrics, LimitMetrics)
+        self.assertEqual(endpoint.metrics.description, maskedDescription(description, "server"))
+
+
+class LifecycleWiringTests(TestCase):
+    async def test_listenAndGracefulStop(self) -> None:
+        """
+        L{listen} counts the listen into the registry it is given, and
+        L{gracefulStop} the drain and the end of listening.
+        """
+        registry = CollectorRegistry()
+        description = "tcp:0:interface=127.0.0.1"
+        port = await listen(description, Factory.forProtocol(Protocol), registry=registry)
+        self.assertEqual(value(registry, "endpointkit_listens_total", description=description,
+                               result="ok"), 1)
+        self.assertEqual(value(registry, "endpointkit_listening", description=description), 1)
+        result = await gracefulStop(port, 5)
+        self.assertEqual(result, DrainResult(0, 0, 0))
+        self.assertEqual(value(registry, "endpointkit_drains_total", description=description),
+                         1)
+        self.assertEqual(value(registry, "endpointkit_drain_seconds_count",
+                               description=description), 1)
+        self.assertEqual(value(registry, "endpointkit_listening", description=description), 0)
+
+    async def test_listenFailed(self) -> None:
+        registry = CollectorRegistry()
+        port = await listen("tcp:0:interface=127.0.0.1", Factory.forProtocol(Protocol))
+        self.addCleanup(port.stopListening)
+        taken = f"tcp:{port.getHost().port}:interface=127.0.0.1"
+        with self.assertRaises(endpointkit.ListenError):
+            await listen(taken, Factory.forProtocol(Protocol), registry=registry)
+        self.assertEqual(value(registry, "endpointkit_listens_total", description=taken,
+                               result="failed"), 1)
+
+
+class RelayCommandMetricsTests(TestCase):
+    """
+    C{endpointkit relay --metrics unix:PATH}, a real subprocess: scraped
+    with curl through the UNIX socket, checked by promtool, and C{SIGUSR1}
+    logs the stats line at once.
+    """
+
+    timeout = 90
+    scrape = ServeTests.scrape
+    promtool = ServeTests.promtool
+
+    async def test_unixSocket(self) -> None:
+        import signal
+        import socket
+
+        from twisted.internet import threads
+
+        from tests.test_relay import RelayProcess
+
+        curl = requirePeer("curl")
+        self.assertTrue(curl)
+        backend = await TCPEcho.listen(self)
+        directory = tempfile.mkdtemp(prefix="ekit-rm-")
+        path = os.path.join(directory, "metrics.sock")
+        self.addCleanup(shutil.rmtree, directory, True)
+        port = freePort()
+        relay = RelayProcess(self, ["--metrics", buildDescription("unix", path),
+                                    f"tcp:{port}:interface=127.0.0.1",
+                                    f"tcp:127.0.0.1:{backend}"], port)
+        await _until(lambda: os.path.exists(path), "the metrics socket")
+
+        def exchange() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(b"x" * 1000)
+                got = b""
+                while len(got) < 1000:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                return got
+
+        # waitForPort's probe was one connection already.
+        self.assertEqual(await threads.deferToThread(exchange), b"x" * 1000)
+        labels = (f'connect="tcp:127.0.0.1:{backend}",'
+                  f'listen="tcp:{port}:interface=127.0.0.1"')
+
+        async def scraped() -> str:
+            return await self.scrape("--unix-socket", path, "http://localhost/metrics")
+
+        text = ""
+        for _ in range(200):
+            text = await scraped()
+            if f'endpointkit_relay_open_connections{{{labels}}} 0.0' in text:
+                break
+        self.assertIn(f'endpointkit_relay_connections_total{{{labels}}} 2.0', text)
+        for direction in ("up", "down"):
+            self.assertIn(f'endpointkit_relay_bytes_total{{connect="tcp:127.0.0.1:{backend}",'
+                          f'direction="{direction}",listen="tcp:{port}:interface=127.0.0.1"}}'
+                          f' 1000.0', text)
+        self.assertIn(f'endpointkit_relay_open_connections{{{labels}}} 0.0', text)
+        await self.promtool(text)
+        relay.process.send_signal(signal.SIGUSR1)
+        await _until(lambda: "relay stats: open=0 total=2" in relay.output(),
+                     "the stats line after SIGUSR1")
+        self.assertIn("up=1000 B down=1000 B", relay.output())
+        code, output = relay.stop()
+        self.assertEqual(code, 0, output)
+        self.assertFalse(os.path.exists(path))
+
+
+class RelayOptionsTests(SynchronousTestCase):
+    def test_twistdPlugin(self) -> None:
+        """
+        The twistd plugin's service serves the metrics with C{--metrics}
+        and handles C{SIGUSR1}; without it the relay counts nothing.
+        """
+        from twisted.python import usage
+
+        from endpointkit._relaycli import MetricsService, Options, StatsSignalService, makeService
+
+        options = Options()
+        options.parseOptions(["--metrics", "unix:/tmp/m.sock", "tcp:1", "tcp:127.0.0.1:2"])
+        top: Any = makeService(options)
+        kinds = [type(s) for s in top]
+        self.assertIn(MetricsService, kinds)
+        self.assertIn(StatsSignalService, kinds)
+        relay = next(s for s in top if type(s).__name__ == "RelayService")
+        self.assertIsNotNone(relay.metrics)
+        plain = Options()
+        plain.parseOptions(["tcp:1", "tcp:127.0.0.1:2"])
+        top = makeService(plain)
+        self.assertNotIn(MetricsService, [type(s) for s in top])
+        self.assertIsNone(next(s for s in top if type(s).__name__ == "RelayService").metrics)
+        bad = Options()
+        with self.assertRaises(usage.UsageError) as caught:
+            bad.parseOptions(["--metrics", "tcp:notaport", "tcp:1", "tcp:127.0.0.1:2"])
+        self.assertIn("metrics:", str(caught.exception))

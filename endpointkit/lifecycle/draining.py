@@ -11,7 +11,9 @@ to C{timeout} seconds, then closes what is still open with
 C{loseConnection} (which still sends what the application wrote), and
 aborts what is still open C{grace} seconds later.  It finds the connections
 through the L{TrackingFactory} of the port (from L{endpointkit.listen}), of
-each member of a C{multi:} port, or of a wrapper's port.
+each member of a C{multi:} port, or of a wrapper's port.  A port from
+L{endpointkit.listen} counts the drain (its outcomes and duration) in its
+L{endpointkit.metrics.LifecycleMetrics}.
 """
 
 from __future__ import annotations
@@ -153,4 +155,14 @@ def gracefulStop(port: IListeningPort | Any, timeout: float, reactor: Any = None
             "endpointkit.lifecycle.listen, or wrap its factory in TrackingFactory")
     clock: Any = reactor if reactor is not None else defaultReactor()
     stopped = stopListening(port)
-    return _Drain(trackers, timeout, grace, clock, stopped).result
+    result = _Drain(trackers, timeout, grace, clock, stopped).result
+    metrics: Any = getattr(port, "metrics", None)
+    if callable(getattr(metrics, "drained", None)):
+        began = clock.seconds()
+
+        def drained(outcome: DrainResult) -> DrainResult:
+            metrics.drained(outcome, clock.seconds() - began)
+            return outcome
+
+        result.addCallback(drained)
+    return result

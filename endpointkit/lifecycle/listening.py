@@ -14,6 +14,11 @@ Twisted's UNIX port logs its "... starting on PATH" line before it binds,
 so a listen that then fails would still announce the port; L{listen} holds
 that line back and logs it only once the port really listens.  A failed
 UNIX listen also leaves no lock file and no started factory behind.
+
+Each listen is counted in L{endpointkit.metrics.LifecycleMetrics} (listens
+by result, and whether the description is listening), labelled with the
+masked description, in the registry given (prometheus_client's global one
+by default); stopping the port and L{gracefulStop} count there too.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
@@ -47,6 +52,11 @@ from endpointkit.lifecycle.diagnosis import (
 from endpointkit.lifecycle.stopping import stopListening
 from endpointkit.lifecycle.tracking import TrackedPort, TrackingFactory
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from endpointkit.metrics import LifecycleMetrics
+
 __all__ = ["listen"]
 
 _log = Logger(namespace="endpointkit.lifecycle")
@@ -54,7 +64,8 @@ _log = Logger(namespace="endpointkit.lifecycle")
 
 def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
            factory: ProtocolFactory, reactor: Any = None,
-           timeout: float | None = DEFAULT_LISTEN_TIMEOUT) -> defer.Deferred[TrackedPort]:
+           timeout: float | None = DEFAULT_LISTEN_TIMEOUT,
+           registry: CollectorRegistry | None = None) -> defer.Deferred[TrackedPort]:
     """
     Listen on an endpoint or a server description, with C{factory} wrapped
     in a L{TrackingFactory} (unless it is one already).
@@ -62,6 +73,8 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
     @param timeout: seconds to wait for an endpoint that listens
         asynchronously (most listen at once); L{None} waits forever.  A port
         that arrives after the deadline is closed.
+    @param registry: where the listen is counted (default:
+        prometheus_client's global C{REGISTRY}).
 
     @return: a Deferred that fires with a L{TrackedPort}, or fails with
         L{ListenError} when listening failed, or with L{DescriptionError}
@@ -77,9 +90,11 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
         except DescriptionError:
             return defer.fail()
         description = _shownDescription(given, parsed)
+        metrics = _metrics(parsed, registry)
         try:
             endpoint: IStreamServerEndpoint = parsed.build(reactor)
         except Exception as e:
+            metrics.listenFailed()
             if parsed.prefix == "systemd":
                 return defer.fail(_chained(explainSystemd(description, e), e))
             explained = explainListenFailure(e, description)
@@ -91,6 +106,7 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
     else:
         endpoint = endpointOrDescription
         description = _describeEndpoint(endpoint)
+        metrics = _metrics(description, registry)
     tracker = factory if isinstance(factory, TrackingFactory) else TrackingFactory(factory)
     unix = _unixPath(endpoint)
     if unix is None and parsed is not None and parsed.prefix == "unix":
@@ -103,6 +119,7 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
     def failed(failure: Failure) -> Failure:
         # Twisted's UNIX port takes its lock and starts the factory before it
         # binds, and leaves both behind when binding fails.
+        metrics.listenFailed()
         if tracker.numPorts > portsBefore:
             cast(Any, tracker).doStop()
         if (lockPath is not None and not lockedBefore
@@ -119,7 +136,8 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
         return Failure(_chained(explained, error))  # type: ignore[no-untyped-call]
 
     def listening(port: IListeningPort) -> TrackedPort:
-        return TrackedPort(port, tracker, description)
+        metrics.listened()
+        return _CountedPort(port, tracker, description, metrics)
 
     listenOn: Any = endpoint.listen
     with _startLinesHeld() as held:
@@ -129,6 +147,35 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
     if result.called or timeout is None:
         return result
     return _withDeadline(result, timeout, reactor, description)
+
+
+def _metrics(description: str | Parsed, registry: CollectorRegistry | None
+             ) -> LifecycleMetrics:
+    from endpointkit.metrics import LifecycleMetrics
+
+    return LifecycleMetrics(description, registry)
+
+
+class _CountedPort(TrackedPort):
+    """
+    A L{TrackedPort} whose stop is counted in its L{LifecycleMetrics}
+    (which L{gracefulStop} finds as C{metrics}).
+    """
+
+    def __init__(self, wrappedPort: IListeningPort, factory: TrackingFactory,
+                 description: str, metrics: LifecycleMetrics) -> None:
+        TrackedPort.__init__(self, wrappedPort, factory, description)
+        self.metrics = metrics
+
+    def stopListening(self) -> defer.Deferred[None]:
+        stopping = TrackedPort.stopListening(self)
+        metrics = self.metrics
+
+        def stopped(result: None) -> None:
+            metrics.stopped()
+            return result
+
+        return stopping.addCallback(stopped)
 
 
 class _HeldStartLines:
