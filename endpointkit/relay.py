@@ -58,6 +58,7 @@ from zope.interface import implementer
 from endpointkit import TrackingFactory, _splice
 from endpointkit._grammar import buildDescription
 from endpointkit._lookup import parseDescription
+from endpointkit._parse import logInsecure
 from endpointkit._schema import Parsed
 from endpointkit._wrapping import PassThroughProtocol
 from endpointkit.deadline import connectWithTimeout
@@ -741,6 +742,8 @@ class RelayService(Service):
         self.reactor = reactor
         self.listenParsed = parseDescription(listen, "server")
         self.connectParsed = parseDescription(connect, "client")
+        logInsecure(self.listenParsed)
+        logInsecure(self.connectParsed)
         self.listenDescription = listen
         self.drainTimeout = drainTimeout
         self.statsInterval = statsInterval

@@ -14,6 +14,7 @@ import tempfile
 import textwrap
 from typing import Any
 
+from twisted.internet.protocol import Factory
 from twisted.trial.unittest import TestCase
 
 from endpointkit import DescriptionError, buildDescription, serverFromString
@@ -270,6 +271,31 @@ class InsecureWarningTests(TestCase):
         self.assertIn("ssl: verifies nothing", text)
         self.assertIn("socks5:example.com:443", text)
         self.assertNotIn("s3cret-pw", text)
+
+    def test_listenAndRelayLog(self) -> None:
+        """
+        L{endpointkit.listen} and the relay, which build from descriptions
+        themselves, log the same warnings.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.logger import LogLevel, capturedLogs, formatEvent
+
+        from endpointkit import listen
+        from endpointkit.relay import RelayService
+
+        key, certificate = selfSigned(self)
+        legacy = buildDescription("ssl", 0, privateKey=key, certKey=certificate,
+                                  interface="127.0.0.1", sslmethod="TLSv1_METHOD")
+        with capturedLogs() as events:
+            listen(legacy, Factory(), MemoryReactorClock())
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertTrue(any("sslmethod=TLSv1_METHOD" in w for w in warnings), warnings)
+        with capturedLogs() as events:
+            RelayService("tcp:0:interface=127.0.0.1", "ssl:relay-target.example:443",
+                         reactor=MemoryReactorClock())
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertTrue(any("ssl: verifies nothing" in w and "relay-target.example" in w
+                            for w in warnings), warnings)
 
     def test_serverLogged(self) -> None:
         from twisted.internet.testing import MemoryReactorClock

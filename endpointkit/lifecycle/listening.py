@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 
 from endpointkit._grammar import DescriptionError, buildDescription
 from endpointkit._lookup import parseDescription
+from endpointkit._parse import logInsecure
 from endpointkit._schema import Parsed
 from endpointkit.lifecycle._shared import (
     DEFAULT_LISTEN_TIMEOUT,
@@ -90,6 +91,7 @@ def listen(endpointOrDescription: IStreamServerEndpoint | str | bytes,
         except DescriptionError:
             return defer.fail()
         description = _shownDescription(given, parsed)
+        logInsecure(parsed)
         metrics = _metrics(parsed, registry)
         try:
             endpoint: IStreamServerEndpoint = parsed.build(reactor)
