@@ -1,10 +1,10 @@
 """
 Several ways to reach one service: C{fallback:} tries client descriptions in
-order, C{race:} starts them staggered and takes the first that connects.
+order, C{race:} starts them staggered and takes the first that connects::
 
     fallback:unix\\:/run/app.sock:tcp\\:127.0.0.1\\:8080
     fallback:tcp\\:primary\\:80:tcp\\:backup\\:80:attemptTimeout=3:cooldown=60
-    race:tcp\\:127.0.0.1\\:8080:socks5\\:example.com\\:80\\:endpoint=tcp\\\\\\:127.0.0.1\\\\\\:1080
+    race:tcp\\:127.0.0.1\\:8080:socks5\\:example.com\\:80\\:endpoint\\=tcp\\\\\\:127.0.0.1\\\\\\:1080
     race:tcp\\:a.example\\:80:tcp\\:b.example\\:80:delay=0.5
 
 or, from Python::

@@ -1,5 +1,5 @@
 """
-C{srv:} -- connect to a service found through DNS SRV records (RFC 2782).
+C{srv:} -- connect to a service found through DNS SRV records (RFC 2782)::
 
     srv:_imaps._tcp:example.com
     srv:imaps:example.com
@@ -8,17 +8,18 @@ C{srv:} -- connect to a service found through DNS SRV records (RFC 2782).
     srv:ldap:example.com:fallbackPort=389:cache=no
 
 The record C{_SERVICE._PROTO.DOMAIN} is looked up with L{twisted.names}'s
-wire format, over a UDP socket the reactor reads (a random port and a
-random ID; the query goes to the next server every second, or every third
-of C{resolveTimeout=} when that is shorter, until the deadline), and over
-TCP when an answer is truncated; the reactor is never blocked.  Answers with records are kept by their TTL, answers
-without records as their SOA allows (RFC 2308), and lookups of the same
-name under way are shared.  Without C{resolver=} the name
-servers are those of the system's C{/etc/resolv.conf} (re-read when it
-changes); with C{resolver=HOST:PORT} (C{|}-separated, colons escaped) those
-servers are asked instead, and the targets' addresses (A and AAAA) are asked
-of them too, so that names only they know (Consul's C{.consul}) work.  Asked
-of the system, targets are resolved as C{hostname:} resolves them.
+wire format, over a UDP socket the reactor reads (a random port and a random
+ID; the query goes to the next server every second, or every third of
+C{resolveTimeout=} when that is shorter, until the deadline), and over TCP
+when an answer is truncated; the reactor is never blocked.  Answers with
+records are kept by their TTL, answers without records as their SOA allows
+(RFC 2308), and lookups of the same name under way are shared.  Without
+C{resolver=} the name servers are those of the system's C{/etc/resolv.conf}
+(re-read when it changes); with C{resolver=HOST:PORT} (C{|}-separated,
+colons escaped) those servers are asked instead, and the targets' addresses
+(A and AAAA) are asked of them too, so that names only they know (Consul's
+C{.consul}) work.  Asked of the system, targets are resolved as C{hostname:}
+resolves them.
 
 Targets are tried in RFC 2782 order (L{orderTargets}): lowest priority
 first, weighted random order within a priority.  Each target is connected
@@ -45,12 +46,13 @@ TLS: the name a TLS wrapper should verify is the SRV domain, as RFC 6125
 (section 6.2.1) recommends.  C{tlswrap:endpoint=srv\\:...} verifies it
 without C{hostname=}: the domain is C{srv:}'s C{domain} argument, where
 C{tlswrap:} looks (L{endpointkit.tlswrap.targetHost}); from Python it is
-L{SRVClientEndpoint.tlsHostname}.  The domain is what
-the user asked for, while the targets come from DNS, which an attacker may
-forge without DNSSEC.  A wrapper that verifies each target instead (when a
+L{SRVClientEndpoint.tlsHostname}.  The domain is what the user asked for,
+while the targets come from DNS, which an attacker may forge without
+DNSSEC.  A wrapper that verifies each target instead (when a
 deployment's certificates name the target hosts) wraps each target's
-endpoint through L{SRVClientEndpoint.wrapTargets} (what C{tlswrap:}'s
-C{verifyTarget=yes} is meant to use).
+endpoint through L{SRVClientEndpoint.wrapTargets}; C{tlswrap:} has no
+argument for that yet (C{verifyTarget=yes} is planned, not accepted
+today), so from a description the domain is always what is verified.
 
 The chosen target is logged at debug level; L{targetOf} gives it for a
 connected protocol (as L{endpointkit.failover.servedBy} gives a member), and
@@ -1067,9 +1069,10 @@ class SRVClientEndpoint:
         """
         A copy of this endpoint that connects each target through
         C{wrap(targetEndpoint, target)} (a wrapper already set is applied
-        first).  A TLS wrapper asked to verify the target (C{tlswrap:}'s
-        C{verifyTarget=yes}) uses this to verify C{target.host} on the
-        connection to that target.
+        first).  A TLS wrapper that verifies each target rather than the
+        domain uses this to verify C{target.host} on the connection to
+        that target (C{tlswrap:} does not offer that yet; the planned
+        C{verifyTarget=yes} is meant to use this).
         """
         previous = self.wrapTarget
 

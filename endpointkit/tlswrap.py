@@ -14,22 +14,22 @@ Client::
 
     tlswrap:endpoint=tcp\\:example.com\\:443
     tlswrap:hostname=api.internal:trustRoots=/etc/tls/internal-ca.pem:endpoint=unix\\:/run/api.sock
-    tlswrap:pin=sha256/k3X...=:endpoint=tcp\\:10.0.0.7\\:8443
+    tlswrap:pin=sha256/n5gcgLuCZz6RaZ1kJK14qPwmJgp08z3suC2z+B/M7QM=:endpoint=tcp\\:10.0.0.7\\:8443
     tlswrap:certificate=me.pem:key=me.key:endpoint=socks5\\:db.internal\\:5432\\:endpoint=tcp\\\\\\:127.0.0.1\\\\\\:1080
 
 The server takes its certificate from C{cert=} (a PEM file with the
 certificate, its chain and, unless C{key=} names another file, the key) or
-from C{certs=DIR} (every C{*.pem} file in the directory; keys and
-certificates are paired by their public key, as Twisted's C{tls:} server
-pairs them, and each certificate serves the DNS names of its
-subjectAltNames, wildcards included, chosen by the name the client sends
-(SNI); a client that sends no name, or a name no certificate has, gets the
-certificate of the first file by name).  Every C{reload} seconds at most
-(checked when a handshake starts), the files are looked at again (their
-size, modification time and inode): a renewed certificate is used for new
-handshakes, open connections keep theirs.  A file that does not parse (half
-written) or whose key does not match keeps the previous certificate in use,
-and the log says why.  L{TLSWrapServerEndpoint.reload},
+from C{certs=DIR} (every C{*.pem}, C{*.crt} and C{*.cer} file in the
+directory; keys and certificates are paired by their public key, as
+Twisted's C{tls:} server pairs them, and each certificate serves the DNS
+names of its subjectAltNames, wildcards included, chosen by the name the
+client sends (SNI); a client that sends no name, or a name no certificate
+has, gets the certificate of the first file by name).  Every C{reload}
+seconds at most (checked when a handshake starts), the files are looked at
+again (their size, modification time and inode): a renewed certificate is
+used for new handshakes, open connections keep theirs.  A file that does not
+parse (half written) or whose key does not match keeps the previous
+certificate in use, and the log says why.  L{TLSWrapServerEndpoint.reload},
 L{TLSWrapPort.reload} and L{reloadCertificates} do the same at once (for
 twistd's SIGHUP).
 
