@@ -50,9 +50,8 @@ L{SRVClientEndpoint.tlsHostname}.  The domain is what the user asked for,
 while the targets come from DNS, which an attacker may forge without
 DNSSEC.  A wrapper that verifies each target instead (when a
 deployment's certificates name the target hosts) wraps each target's
-endpoint through L{SRVClientEndpoint.wrapTargets}; C{tlswrap:} has no
-argument for that yet (C{verifyTarget=yes} is planned, not accepted
-today), so from a description the domain is always what is verified.
+endpoint through L{SRVClientEndpoint.wrapTargets}, as C{tlswrap:}'s
+C{verifyTarget=yes} does.
 
 The chosen target is logged at debug level; L{targetOf} gives it for a
 connected protocol (as L{endpointkit.failover.servedBy} gives a member), and
@@ -1070,9 +1069,8 @@ class SRVClientEndpoint:
         A copy of this endpoint that connects each target through
         C{wrap(targetEndpoint, target)} (a wrapper already set is applied
         first).  A TLS wrapper that verifies each target rather than the
-        domain uses this to verify C{target.host} on the connection to
-        that target (C{tlswrap:} does not offer that yet; the planned
-        C{verifyTarget=yes} is meant to use this).
+        domain (C{tlswrap:}'s C{verifyTarget=yes}) uses this to verify
+        C{target.host} on the connection to that target.
         """
         previous = self.wrapTarget
 

@@ -47,6 +47,9 @@ trust store, or the CA certificates of C{trustRoots=} (a PEM file or
 directory), and the host name, which is C{hostname=} or else the target
 host of the wrapped description (see L{targetHost}); an IP address is
 checked against the certificate's IP subjectAltNames and sent without SNI.
+Around C{srv:} that host is the SRV domain (RFC 6125); C{verifyTarget=yes}
+verifies each SRV target's own name instead, on the connection to that
+target.
 C{pin=} (SPKI SHA-256 hashes, as C{openssl x509 -pubkey | openssl pkey
 -pubin -outform der | openssl dgst -sha256 -binary | base64} prints them)
 accepts only those keys: alone (no C{trustRoots=}), the pins replace CA
