@@ -1085,6 +1085,13 @@ class SRVClientEndpoint:
             cache=self.cache, resolveTimeout=self.resolveTimeout, seed=self.seed,
             bindAddress=self.bindAddress, wrapTarget=both)
 
+    def chosenTarget(self, protocol: object) -> SRVTarget | None:
+        """
+        The target the connection of C{protocol} reached (L{targetOf}): the
+        relay names it in its stats line and counts it.
+        """
+        return targetOf(protocol)
+
     def resolveTargets(self) -> Deferred[list[SRVTarget]]:
         """
         Look the record up (or take it from the cache) and give its targets

@@ -32,6 +32,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 import endpointkit
 from endpointkit import DescriptionError, buildDescription, srv
 from endpointkit.deadline import ConnectTimeout
+from endpointkit.relay import chosenTarget as relayChosenTarget
 from endpointkit.srv import (
     AllTargetsFailed,
     NoSRVRecords,
@@ -681,6 +682,8 @@ class DnsmasqTests(TestCase):
         for _ in range(5):
             client = await self.exchange(endpoint)
             self.assertEqual(targetOf(client), SRVTarget("a.example.test", firstPort, 0, 1))
+            # What the relay names in its stats line for this connection.
+            self.assertEqual(relayChosenTarget(endpoint, client), f"a.example.test:{firstPort}")
         self.assertEqual((first.accepted, second.accepted), (5, 0))
         self.assertEqual(endpoint.lastTarget, SRVTarget("a.example.test", firstPort, 0, 1))
         self.assertIsNone(targetOf(Exchange()))
