@@ -1207,6 +1207,101 @@ class RelayTestsMixin:
         self.assertEqual(code, 0, output)
         self.assertIn("relaying to " + target, output)
 
+    async def test_commandHalfCloseToExec(self) -> None:
+        """
+        C{endpointkit relay} as a process passes a client's half-close on
+        to an C{exec:} backend (its stdin closes), whose reply after its
+        end of input still reaches the client, then the end of the stream.
+
+        The bug: the backend transport was registered as the client's
+        transport's producer, and a process transport stops its producer
+        when its stdin is closed, which closed the client's connection as
+        soon as it half-closed (a TCP backend's half-close stops nothing,
+        so the in-process tests with TCP backends passed).
+        """
+        port = freePort()
+        command = "sh -c 'wc -c; sleep 0.3; echo replied-after-eof'"
+        relay = RelayProcess(self, [*self.flags, f"tcp:{port}:interface=127.0.0.1",  # type: ignore[attr-defined]
+                                    buildDescription("exec", command)], port)
+
+        def ask() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+                sock.sendall(b"x" * 1000)
+                sock.shutdown(socket.SHUT_WR)
+                received = b""
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        return received
+                    received += data
+
+        received = await threads.deferToThread(ask)
+        self.assertEqual(received.split(), [b"1000", b"replied-after-eof"],  # type: ignore[attr-defined]
+                         relay.output())
+        code, output = await threads.deferToThread(relay.stop)
+        self.assertEqual(code, 0, output)  # type: ignore[attr-defined]
+
+    async def test_halfCloseToExecInProcess(self) -> None:
+        """
+        In process too (the cause was the process transport, not the
+        command): RelayService to C{exec:} passes the half-close on and
+        the reply after it arrives.
+        """
+        service = await self.relay("tcp:0:interface=127.0.0.1", buildDescription(
+            "exec", "sh -c 'wc -c; sleep 0.3; echo replied-after-eof'"))
+        client = await self.connect(service, Recorder())
+        client.transport.write(b"y" * 500)  # type: ignore[union-attr]
+        client.transport.loseWriteConnection()  # type: ignore[union-attr]
+        await within(client.lost)
+        test: Any = self
+        test.assertEqual(bytes(client.received).split(), [b"500", b"replied-after-eof"])
+
+    async def test_commandHalfCloseToTCP(self) -> None:
+        """
+        The same with a TCP backend that replies after the client's
+        half-close: the relay process passes it on both ways.
+        """
+        server, relay, port = self.relayProcessToSocket()
+
+        def exchange() -> tuple[bytes, bytes]:
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+                sock.sendall(b"question")
+                sock.shutdown(socket.SHUT_WR)
+                accepted, _ = server.accept()
+                # waitForPort's probe may be accepted first: take the
+                # connection that carries the question.
+                with accepted:
+                    accepted.settimeout(WAIT)
+                    asked = b""
+                    while True:
+                        data = accepted.recv(65536)
+                        if not data:
+                            break
+                        asked += data
+                    if not asked:
+                        second, _ = server.accept()
+                        accepted.close()
+                        accepted = second
+                        accepted.settimeout(WAIT)
+                        while True:
+                            data = accepted.recv(65536)
+                            if not data:
+                                break
+                            asked += data
+                    time.sleep(0.3)
+                    accepted.sendall(b"answer after eof")
+                    accepted.close()
+                reply = b""
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        return asked, reply
+                    reply += data
+
+        asked, reply = await threads.deferToThread(exchange)
+        self.assertEqual((asked, reply), (b"question", b"answer after eof"),  # type: ignore[attr-defined]
+                         relay.output())
+
     async def test_twistdEndToEnd(self) -> None:
         """
         C{twistd -n endpointkit-relay --listen ... --connect ...} relays and
