@@ -13,7 +13,23 @@ configurations alternate over C{--rounds} rounds of C{--seconds}; the table
 shows the median of each and the ratio of the medians (target: at least
 1.0, proxyprotocol: over haproxy:).
 
-    .venv/bin/python bench/bench_proxyprotocol.py [--quick]
+The relay row (C{--relay-only} runs it alone; it is part of every run):
+C{endpointkit relay --send-proxy v2} against the same relay without it,
+connect-and-echo latency.  Three relay processes in front of one twistd
+backend on C{proxyprotocol:trusted=127.0.0.1:require=no} (it takes a
+connection with a header and one without alike): C{--send-proxy v2} (which
+copies through Python), the same relay with C{--no-splice} (the same path,
+so the ratio is the header's cost) and the relay as it runs by default
+(splice).  One client at a time connects, sends a line, reads the reply
+and closes; each round makes C{--connections} of these through each relay,
+taking turns connection by connection (so that a change in the machine's
+load falls on all three alike).  The table shows the median latency (the
+median of the rounds' medians) and the relay process's own CPU time per
+connection (from C{/proc}, less sensitive to a shared machine), and the
+ratios (target: at most 1.05, --send-proxy over the same relay without
+it).
+
+    .venv/bin/python bench/bench_proxyprotocol.py [--quick] [--relay-only]
 """
 
 from __future__ import annotations
@@ -121,15 +137,115 @@ def load(port: int, seconds: float, concurrency: int) -> tuple[int, int]:
     return done, failed
 
 
+def connectAndEcho(port: int) -> tuple[float, bytes]:
+    """
+    One connection through a relay: connect, send L{MESSAGE}, read the
+    reply line, close; the seconds it took and the reply.
+    """
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(MESSAGE)
+        reply = b""
+        while not reply.endswith(b"\n"):
+            data = s.recv(4096)
+            if not data:
+                break
+            reply += data
+        own = s.getsockname()[1]
+    elapsed = time.perf_counter() - started
+    if not reply.endswith(b"\n"):
+        raise SystemExit(f"no reply through the relay on port {port}")
+    return elapsed, reply + f" (client port {own})".encode()
+
+
+def cpuSeconds(pid: int) -> float:
+    """
+    The user and system CPU time process C{pid} has used so far.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def benchRelay(options: argparse.Namespace, twistd: str, workdir: str,
+               processes: list[subprocess.Popen[bytes]]) -> None:
+    """
+    The relay row: C{--send-proxy v2} against the same relay without it.
+    """
+    backend = freePort()
+    env = dict(os.environ, PP_RAW="proxyprotocol:trusted=127.0.0.1:require=no:endpoint=tcp\\:"
+               f"{backend}\\:interface=127.0.0.1")
+    env.pop("PYTHONPATH", None)
+    processes.append(subprocess.Popen(
+        [twistd, "-n", "--pidfile=", "-l", os.path.join(workdir, "relay-backend.log"), "-y", APP],
+        env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL))
+    relays = {"relay --send-proxy v2": ["--send-proxy", "v2"],
+              "relay --no-splice": ["--no-splice"],
+              "relay (default: splice)": []}
+    ports = {name: freePort() for name in relays}
+    relayEnv = dict(os.environ, PYTHONPATH=ROOT)
+    for name, flags in relays.items():
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "endpointkit", "relay", *flags,
+             f"tcp:{ports[name]}:interface=127.0.0.1", f"tcp:127.0.0.1:{backend}"],
+            env=relayEnv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
+    for port in [backend, *ports.values()]:
+        waitForPort(port)
+    # Warm up, and check that the header arrives: through --send-proxy the
+    # backend sees the client's own port, otherwise the relay's.
+    for name, port in ports.items():
+        for _ in range(50):
+            _, reply = connectAndEcho(port)
+        words = reply.decode().split()
+        sawClient = words[1].rsplit(":", 1)[1] == words[-1].rstrip(")")
+        if sawClient != ("--send-proxy" in name):
+            raise SystemExit(f"{name}: the backend saw {words[1]}: {reply!r}")
+    pids = {name: process.pid for name, process in zip(relays, processes[-3:], strict=True)}
+    medians: dict[str, list[float]] = {name: [] for name in ports}
+    cpu: dict[str, list[float]] = {name: [] for name in ports}
+    for _ in range(options.rounds):
+        times: dict[str, list[float]] = {name: [] for name in ports}
+        before = {name: cpuSeconds(pid) for name, pid in pids.items()}
+        for _ in range(options.connections):
+            for name, port in ports.items():
+                times[name].append(connectAndEcho(port)[0])
+        for name in ports:
+            medians[name].append(statistics.median(times[name]))
+            cpu[name].append((cpuSeconds(pids[name]) - before[name]) / options.connections)
+    print(f"\nrelay connect-and-echo, {options.rounds} round(s) of {options.connections} "
+          f"sequential connections through each relay, interleaved connection by "
+          f"connection; one backend (proxyprotocol:require=no)")
+    print(f"{'relay':26} {'latency us':>11} {'relay CPU us/conn':>18}   round latency medians (us)")
+    for name, values in medians.items():
+        shown = " ".join(f"{v * 1e6:.0f}" for v in values)
+        print(f"{name:26} {statistics.median(values) * 1e6:11.0f} "
+              f"{statistics.median(cpu[name]) * 1e6:18.0f}   {shown}")
+    for label, other in (("the same relay without it (--no-splice)", "relay --no-splice"),
+                         ("the relay by default (splice)", "relay (default: splice)")):
+        latency = (statistics.median(medians["relay --send-proxy v2"])
+                   / statistics.median(medians[other]))
+        perConnection = (statistics.median(cpu["relay --send-proxy v2"])
+                         / statistics.median(cpu[other]))
+        target = " (target <= 1.05)" if "same" in label else ""
+        print(f"ratio --send-proxy v2 / {label}: latency {latency:.3f}{target}, "
+              f"relay CPU {perConnection:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=300,
+                        help="connections through each relay per round (the relay row)")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 1 s")
+    parser.add_argument("--relay-only", action="store_true", help="only the relay row")
     options = parser.parse_args()
     if options.quick:
-        options.seconds, options.rounds = 1.0, 2
+        options.seconds, options.rounds, options.connections = 1.0, 2, 100
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not os.access(haproxy, os.X_OK):
         raise SystemExit("haproxy is not installed (apt-get install haproxy)")
@@ -137,6 +253,10 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="bench-pp-")
     processes: list[subprocess.Popen[bytes]] = []
     try:
+        if options.relay_only:
+            print(f"cores: {os.cpu_count()} (shared with other work: figures are indicative)")
+            benchRelay(options, twistd, workdir, processes)
+            return
         backends = {"proxyprotocol:": freePort(), "haproxy: (Twisted)": freePort()}
         descriptions = {
             "proxyprotocol:": "proxyprotocol:trusted=127.0.0.1:endpoint=tcp\\:"
@@ -192,6 +312,7 @@ def main() -> None:
             print(f"{name:24} {statistics.median(values):16.0f} {shown:>24} {failures[name]:7}")
         ratio = statistics.median(rates["proxyprotocol:"]) / baseline
         print(f"\nratio proxyprotocol: / haproxy: = {ratio:.2f} (target >= 1.0)")
+        benchRelay(options, twistd, workdir, processes)
     finally:
         for process in processes:
             process.terminate()

@@ -69,6 +69,16 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _sendProxyVersion(text: str) -> str:
+    from endpointkit.proxyprotocol import sendProxyDescription
+
+    try:
+        sendProxyDescription("tcp:localhost:1", text)
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
+    return text
+
+
 class Options(usage.Options):
     """
     The relay's options: C{endpointkit relay [options] LISTEN CONNECT}, or
@@ -100,6 +110,10 @@ class Options(usage.Options):
         ["drain-timeout", None, DEFAULT_DRAIN_TIMEOUT,
          "On stop, seconds to let open relays finish before closing them.",
          _seconds("drain-timeout", True)],
+        ["send-proxy", None, None,
+         "Send a PROXY protocol header, v1 or v2, first on each backend connection, with "
+         "the client's addresses (the same as wrapping CONNECT in proxyprotocol:).",
+         _sendProxyVersion],
         ["stats-interval", None, 0.0,
          "Log a one-line stats summary every this many seconds (0: never).",
          _seconds("stats-interval", True)],
@@ -131,6 +145,10 @@ class Options(usage.Options):
         if self["listen"] is None or self["connect"] is None:
             missing = "LISTEN and CONNECT" if self["listen"] is None else "CONNECT"
             raise usage.UsageError(f"missing {missing} (server and client descriptions)")
+        if self["send-proxy"] is not None:
+            from endpointkit.proxyprotocol import sendProxyDescription
+
+            self["connect"] = sendProxyDescription(self["connect"], self["send-proxy"])
         checked = [("listen", "server"), ("connect", "client")]
         if self["metrics"] is not None:
             checked.append(("metrics", "server"))

@@ -15,6 +15,17 @@ plain kernel sockets, also behind pass-through wrappers such as C{limit:}'s
 and lifecycle's connection tracking, the bytes move with C{os.splice}
 instead (L{endpointkit._splice}).
 
+When CONNECT sends a PROXY header (C{proxyprotocol:} around it, which is
+what C{endpointkit relay --send-proxy v1|v2} does, through
+L{endpointkit.proxyprotocol.sendProxyDescription}), each backend factory
+carries the accepted connection's addresses
+(L{endpointkit.proxyprotocol.recordOriginalConnection}), and over TLS the
+name the client asked for (SNI) and the negotiated ALPN protocol: the backend
+is then connected once the accepted side's handshake is done.  Such a relay
+copies through Python: the header is written ahead of the relayed bytes,
+into Twisted's write buffer, and is not a pass-through layer that splice may
+see through.
+
 The caps and the idle timeout (C{maxConnections}, C{idleTimeout}) are
 C{limit:}'s (L{endpointkit.limit.LimitingFactory}): one refusal, one idle
 timer, which bytes moved by splice also reset.
@@ -45,6 +56,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableDescriptor,
     IHalfCloseableProtocol,
+    IHandshakeListener,
     IListeningPort,
     IStreamClientEndpoint,
 )
@@ -65,6 +77,7 @@ from endpointkit.deadline import connectWithTimeout
 from endpointkit.failover import servedBy
 from endpointkit.limit import LimitingFactory
 from endpointkit.metrics import RelayMetrics
+from endpointkit.proxyprotocol import ProxyHeaderSendingProtocol, recordOriginalConnection
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -204,7 +217,7 @@ def _kernelOf(transport: Any, touches: list[Callable[[], None]] | None = None) -
         if _splice.isKernelTransport(transport):
             transport.bufferSize = READ_SIZE
             return transport
-        if not isinstance(transport, PassThroughProtocol):
+        if not _passesThrough(transport):
             return None
         if touches is not None and isinstance(transport, TimeoutMixin):
             touches.append(transport.resetTimeout)
@@ -213,12 +226,24 @@ def _kernelOf(transport: Any, touches: list[Callable[[], None]] | None = None) -
     return None
 
 
+def _passesThrough(transport: Any) -> bool:
+    """
+    Whether C{transport} is a wrapper that passes bytes through unchanged
+    (so that splice may move them below it): a C{proxyprotocol:} client's
+    protocol is not, as it writes a header of its own first.
+    """
+    return (isinstance(transport, PassThroughProtocol)
+            and not isinstance(transport, ProxyHeaderSendingProtocol))
+
+
 def _whyNotKernel(transport: Any) -> str:
     """
     Why C{transport} is not a plain socket the splice path can take, for
     the log.
     """
     for _ in range(6):
+        if isinstance(transport, ProxyHeaderSendingProtocol):
+            return "it sends a PROXY protocol header of its own first"
         if not isinstance(transport, PassThroughProtocol):
             break
         wrapper: Any = transport
@@ -302,10 +327,12 @@ class _End(Protocol):
         pass
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class _ClientEnd(_End):
     """
-    The accepted connection.
+    The accepted connection.  It is not read until its backend connects;
+    when the backend is to be told the TLS names (a PROXY header's
+    authority and ALPN), it is read until its handshake is done first.
     """
 
     index = 0
@@ -313,13 +340,41 @@ class _ClientEnd(_End):
     def __init__(self, factory: RelayFactory) -> None:
         _End.__init__(self)
         self.factory = factory
+        self.awaitingHandshake = False
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
-        transport.pauseProducing()
         relay = self.relay = Relay(self.factory, self)
         self.kernel = _kernelOf(transport, relay.touches)
         relay.start()
+        if self.factory.recordOriginal and _handshakePending(transport):
+            self.awaitingHandshake = True
+            return
+        transport.pauseProducing()
+        relay.connectBackend()
+
+    def handshakeCompleted(self) -> None:
+        if not self.awaitingHandshake or self.lost:
+            return
+        self.awaitingHandshake = False
+        transport: Any = self.transport
+        transport.pauseProducing()
+        self.relay.connectBackend()
+
+
+def _handshakePending(transport: Any) -> bool:
+    """
+    Whether C{transport} (seen through wrappers) is TLS whose handshake is
+    not done yet.
+    """
+    layer = transport
+    for _ in range(8):
+        if layer is None:
+            return False
+        if getattr(layer, "_tlsConnection", None) is not None:
+            return not getattr(layer, "_handshakeDone", True)
+        layer = layer.__dict__.get("transport") if hasattr(layer, "__dict__") else None
+    return False
 
 
 @implementer(IHalfCloseableProtocol)
@@ -386,6 +441,9 @@ class Relay:
         return describeAddress(self.client.transport.getPeer())  # type: ignore[union-attr]
 
     def start(self) -> None:
+        """
+        Count the relay as open.
+        """
         factory = self.factory
         factory.relays.add(self)
         stats = factory.stats
@@ -395,7 +453,17 @@ class Relay:
         if metrics is not None:
             metrics.connectionOpened()
             self.startedAt = factory.reactor.seconds()
-        d = connectWithTimeout(factory.connectEndpoint, _BackendFactory(self),
+
+    def connectBackend(self) -> None:
+        """
+        Connect to the backend; with C{recordOriginal}, the backend factory
+        carries the accepted connection's addresses (and TLS names).
+        """
+        factory = self.factory
+        backendFactory = _BackendFactory(self)
+        if factory.recordOriginal:
+            recordOriginalConnection(backendFactory, self.client.transport)
+        d = connectWithTimeout(factory.connectEndpoint, backendFactory,
                                factory.connectTimeout, clock=factory.reactor)
         self.connecting = d
         d.addCallbacks(self._connected, self._connectFailed)
@@ -438,11 +506,14 @@ class Relay:
         bt: Any = backend.transport
         ct.registerProducer(backend, True)
         bt.registerProducer(client, True)
-        pending, backend.pending = backend.pending, []
-        for data in pending:
-            ct.write(data)
+        for source, sink in ((backend, ct), (client, bt)):
+            pending, source.pending = source.pending, []
+            for data in pending:
+                sink.write(data)
         if backend.readClosed:
             self.passEOF(backend, client)
+        if client.readClosed:
+            self.passEOF(client, backend)
         ct.resumeProducing()
 
     @staticmethod
@@ -463,6 +534,9 @@ class Relay:
             return False
         if backend.pending or backend.readClosed:
             factory.noteCopying("the backend had already sent bytes when it connected")
+            return False
+        if client.pending or client.readClosed:
+            factory.noteCopying("the client had already sent bytes when the backend connected")
             return False
         for end, side in ((client, "accepted"), (backend, "backend")):
             if end.kernel is None or not _splice.isKernelTransport(end.kernel):
@@ -571,6 +645,11 @@ class RelayFactory(ServerFactory):
     """
     Builds a relay for each accepted connection, to C{connectEndpoint}.
 
+    @param recordOriginal: give each backend connection's factory the
+        accepted connection's addresses and TLS names
+        (L{endpointkit.proxyprotocol.IOriginalConnection}), for a
+        C{proxyprotocol:} client endpoint to send; over TLS the backend is
+        connected once the handshake is done.
     @ivar pipes: the spliced relays' pipes, kept for reuse (closed by
         L{close}).
     @ivar metrics: where the relays count (L{None}: nowhere but C{stats}).
@@ -581,9 +660,11 @@ class RelayFactory(ServerFactory):
 
     def __init__(self, reactor: Any, connectEndpoint: IStreamClientEndpoint,
                  connectDescription: str, *, connectTimeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 splice: bool = True, metrics: RelayMetrics | None = None) -> None:
+                 splice: bool = True, metrics: RelayMetrics | None = None,
+                 recordOriginal: bool = False) -> None:
         self.reactor = reactor
         self.metrics = metrics
+        self.recordOriginal = recordOriginal
         self.connectEndpoint = connectEndpoint
         self.connectDescription = connectDescription
         self.connectTimeout = connectTimeout
@@ -694,6 +775,19 @@ def _plain(parsed: Parsed, plain: frozenset[str]) -> str | None:
     return parsed.prefix
 
 
+def _sendsProxyHeader(parsed: Parsed) -> bool:
+    """
+    Whether a C{proxyprotocol:} client sits anywhere in C{parsed}.
+    """
+    if parsed.prefix == "proxyprotocol":
+        return True
+    for value in parsed.values.values():
+        members = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(m, Parsed) and _sendsProxyHeader(m) for m in members):
+            return True
+    return False
+
+
 def splicePath(listen: Parsed, connect: Parsed, splice: bool) -> str:
     """
     Which path a relay from C{listen} to C{connect} takes, and why when it
@@ -752,7 +846,8 @@ class RelayService(Service):
                         if metrics else None)
         self.factory = RelayFactory(
             reactor, self.connectParsed.build(reactor), str(self.connectParsed),
-            connectTimeout=connectTimeout, splice=splice, metrics=self.metrics)
+            connectTimeout=connectTimeout, splice=splice, metrics=self.metrics,
+            recordOriginal=_sendsProxyHeader(self.connectParsed))
         self.limits: LimitingFactory | None = None
         if maxConnections or idleTimeout:
             self.limits = _RelayLimits(self.factory, maxConnections or None,

@@ -37,15 +37,18 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
+import endpointkit
 from endpointkit import _splice
 from endpointkit._grammar import buildDescription
 from endpointkit._relaycli import DEMO_BACKEND, Options, main
+from endpointkit.proxyprotocol import sendProxyDescription
 from endpointkit.relay import RelayService, RelayStats, describeAddress
 from tests._support import (
     PYTHON,
+    TestCA,
     fileDescriptorNumbers,
     freePort,
-    selfSignedCertificate,
+    requirePeer,
     startMicrosocks,
     startTinyproxy,
     waitForPort,
@@ -169,14 +172,6 @@ class Backend:
     def open(self) -> int:
         return sum(1 for p in self.protocols if not p.lost.called)
 
-
-def selfSignedPEM(name: str) -> bytes:
-    """
-    A private key and a self-signed certificate for C{name} (with the
-    subjectAltName that TLS clients check), as one PEM file's content.
-    """
-    certificate, key = selfSignedCertificate(name)
-    return key + certificate
 
 def captureLog(test: TestCase) -> list[dict[str, Any]]:
     """
@@ -1020,19 +1015,25 @@ class RelayTestsMixin:
 
     async def test_tlsTermination(self) -> None:
         """
-        README: C{tls:} server termination in front of a plain backend.
+        README: TLS termination (C{tlswrap:} with a directory of PEM files,
+        which every supported Twisted has) in front of a plain backend; the
+        client verifies the relay's certificate.
         """
         from twisted.internet import ssl
         from twisted.internet.endpoints import wrapClientTLS
 
-        directory = tempfile.mkdtemp()
-        pem = selfSignedPEM("localhost")
+        ca = TestCA()
+        directory = self.mktemp()  # type: ignore[attr-defined]
+        os.mkdir(directory)
+        certificate, key = ca.issue("localhost")
         with open(os.path.join(directory, "localhost.pem"), "wb") as f:
-            f.write(pem)
+            f.write(key + certificate)
         backend, target = await self.echoBackend()
         service = await self.relay(
-            buildDescription("tls", directory, 0, interface="127.0.0.1"), target)
-        trust = ssl.Certificate.loadPEM(pem)
+            buildDescription("tlswrap", certs=directory,
+                             endpoint=buildDescription("tcp", 0, interface="127.0.0.1")),
+            target)
+        trust = ssl.Certificate.loadPEM(ca.certificatePEM)
         options = ssl.optionsForClientTLS("localhost", trustRoot=trust)
         endpoint = wrapClientTLS(options, TCP4ClientEndpoint(
             _reactor, "127.0.0.1", self.relayAddress(service)))
@@ -1206,6 +1207,101 @@ class RelayTestsMixin:
         self.assertEqual(code, 0, output)
         self.assertIn("relaying to " + target, output)
 
+    async def test_commandHalfCloseToExec(self) -> None:
+        """
+        C{endpointkit relay} as a process passes a client's half-close on
+        to an C{exec:} backend (its stdin closes), whose reply after its
+        end of input still reaches the client, then the end of the stream.
+
+        The bug: the backend transport was registered as the client's
+        transport's producer, and a process transport stops its producer
+        when its stdin is closed, which closed the client's connection as
+        soon as it half-closed (a TCP backend's half-close stops nothing,
+        so the in-process tests with TCP backends passed).
+        """
+        port = freePort()
+        command = "sh -c 'wc -c; sleep 0.3; echo replied-after-eof'"
+        relay = RelayProcess(self, [*self.flags, f"tcp:{port}:interface=127.0.0.1",  # type: ignore[attr-defined]
+                                    buildDescription("exec", command)], port)
+
+        def ask() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+                sock.sendall(b"x" * 1000)
+                sock.shutdown(socket.SHUT_WR)
+                received = b""
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        return received
+                    received += data
+
+        received = await threads.deferToThread(ask)
+        self.assertEqual(received.split(), [b"1000", b"replied-after-eof"],  # type: ignore[attr-defined]
+                         relay.output())
+        code, output = await threads.deferToThread(relay.stop)
+        self.assertEqual(code, 0, output)  # type: ignore[attr-defined]
+
+    async def test_halfCloseToExecInProcess(self) -> None:
+        """
+        In process too (the cause was the process transport, not the
+        command): RelayService to C{exec:} passes the half-close on and
+        the reply after it arrives.
+        """
+        service = await self.relay("tcp:0:interface=127.0.0.1", buildDescription(
+            "exec", "sh -c 'wc -c; sleep 0.3; echo replied-after-eof'"))
+        client = await self.connect(service, Recorder())
+        client.transport.write(b"y" * 500)  # type: ignore[union-attr]
+        client.transport.loseWriteConnection()  # type: ignore[union-attr]
+        await within(client.lost)
+        test: Any = self
+        test.assertEqual(bytes(client.received).split(), [b"500", b"replied-after-eof"])
+
+    async def test_commandHalfCloseToTCP(self) -> None:
+        """
+        The same with a TCP backend that replies after the client's
+        half-close: the relay process passes it on both ways.
+        """
+        server, relay, port = self.relayProcessToSocket()
+
+        def exchange() -> tuple[bytes, bytes]:
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+                sock.sendall(b"question")
+                sock.shutdown(socket.SHUT_WR)
+                accepted, _ = server.accept()
+                # waitForPort's probe may be accepted first: take the
+                # connection that carries the question.
+                with accepted:
+                    accepted.settimeout(WAIT)
+                    asked = b""
+                    while True:
+                        data = accepted.recv(65536)
+                        if not data:
+                            break
+                        asked += data
+                    if not asked:
+                        second, _ = server.accept()
+                        accepted.close()
+                        accepted = second
+                        accepted.settimeout(WAIT)
+                        while True:
+                            data = accepted.recv(65536)
+                            if not data:
+                                break
+                            asked += data
+                    time.sleep(0.3)
+                    accepted.sendall(b"answer after eof")
+                    accepted.close()
+                reply = b""
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        return asked, reply
+                    reply += data
+
+        asked, reply = await threads.deferToThread(exchange)
+        self.assertEqual((asked, reply), (b"question", b"answer after eof"),  # type: ignore[attr-defined]
+                         relay.output())
+
     async def test_twistdEndToEnd(self) -> None:
         """
         C{twistd -n endpointkit-relay --listen ... --connect ...} relays and
@@ -1306,6 +1402,37 @@ class OptionsTests(TestCase):
             self.assertIn(expected, str(caught.exception))
             self.assertNotIn("s3cret", str(caught.exception))
 
+    def test_sendProxy(self) -> None:
+        """
+        C{--send-proxy v1|v2} (also C{1}, C{2}) wraps CONNECT in
+        C{proxyprotocol:}, as L{sendProxyDescription} does; the wrapped
+        description parses.
+        """
+        from endpointkit._lookup import parseDescription
+
+        connect = "tcp:127.0.0.1:8081"
+        for given, version in (("v2", 2), ("v1", 1), ("2", 2), ("V1", 1)):
+            options = self.parse("--send-proxy", given, "tcp:8080", connect)
+            self.assertEqual(options["connect"], sendProxyDescription(connect, version))
+            parsed = parseDescription(options["connect"], "client")
+            self.assertEqual((parsed.prefix, parsed.values["version"]),
+                             ("proxyprotocol", version))
+            self.assertEqual(str(parsed.values["endpoint"]), connect)
+        self.assertEqual(self.parse("tcp:8080", connect)["connect"], connect)
+
+    def test_sendProxyBadVersion(self) -> None:
+        """
+        Another C{--send-proxy} value is a usage error naming the option,
+        the value and what is expected.
+        """
+        from twisted.python.usage import UsageError
+
+        for bad in ("v3", "3", "yes", ""):
+            with self.assertRaises(UsageError) as caught:
+                self.parse("--send-proxy", bad, "tcp:8080", "tcp:127.0.0.1:8081")
+            self.assertIn("--send-proxy must be v1 or v2", str(caught.exception))
+            self.assertIn(repr(bad), str(caught.exception))
+
     def test_mainUsageError(self) -> None:
         """
         A bad command line exits 2 before anything runs.
@@ -1401,3 +1528,216 @@ class DemoTests(TestCase):
         self.assertEqual(code, 0, output)
         self.assertIn(f"curl http://127.0.0.1:{port}/", output)
         self.assertIn(f"nc 127.0.0.1 {port}", output)
+
+
+def _askFrom(bind: str, port: int, line: bytes = b"hi\n",
+             untilClosed: bool = False) -> tuple[int, bytes]:
+    """
+    Connect from C{bind} to the relay on C{port}, send C{line}, and read a
+    line back (or everything up to the end of the stream): the client's own
+    port and what came back.
+    """
+    with socket.socket() as sock:
+        sock.settimeout(WAIT)
+        sock.bind((bind, 0))
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(line)
+        received = b""
+        while untilClosed or not received.endswith(b"\n"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += data
+        return sock.getsockname()[1], received
+
+
+class SendProxyTests(TestCase):
+    """
+    C{--send-proxy v1|v2}: the relay sends the client's address in a PROXY
+    header to real receivers (haproxy with C{accept-proxy}, nginx with
+    C{proxy_protocol}) and to endpointkit's own C{proxyprotocol:} server.
+    """
+
+    timeout = 180
+
+    def _haproxyLines(self, log: str) -> list[str]:
+        with open(log, errors="replace") as f:
+            return [line.strip() for line in f if line.startswith("client=")]
+
+    async def test_haproxyAcceptProxy(self) -> None:
+        """
+        haproxy (C{bind ... accept-proxy}) logs the address of the relay's
+        client, bound to 127.0.0.2 and 127.0.0.3, for v2 and v1.
+        """
+        from tests.test_proxyprotocol import EchoLine, startHaproxy
+
+        echo = await TCP4ServerEndpoint(_reactor, 0, interface="127.0.0.1").listen(
+            Factory.forProtocol(EchoLine))
+        self.addCleanup(echo.stopListening)
+        front, log = startHaproxy(self, f"""
+frontend fe
+    bind 127.0.0.1:PORT accept-proxy
+    log-format "client=%ci:%cp"
+    default_backend be
+backend be
+    server s1 127.0.0.1:{echo.getHost().port}
+""")
+        expected = []
+        for version, bind in (("v2", "127.0.0.2"), ("v1", "127.0.0.3")):
+            port = freePort()
+            relay = RelayProcess(self, ["--send-proxy", version, f"tcp:{port}:interface=127.0.0.1",
+                                        f"tcp:127.0.0.1:{front}"], port)
+            clientPort, received = await threads.deferToThread(_askFrom, bind, port)
+            self.assertEqual(received, b"hi\n", relay.output())
+            expected.append(f"client={bind}:{clientPort}")
+            await until(lambda: expected[-1] in self._haproxyLines(log),
+                        f"haproxy's log line for {version}",
+                        debug=lambda r=relay: (self._haproxyLines(log), r.output()))
+            self.assertRegex(relay.output(),
+                             rf"relaying to proxyprotocol:\S*version={version[1]}")
+            code, output = await threads.deferToThread(relay.stop)
+            self.assertEqual(code, 0, output)
+        # Every connection haproxy logged came with a header from a client
+        # (waitForPort's probe included, from 127.0.0.1), none as LOCAL.
+        for line in self._haproxyLines(log):
+            self.assertRegex(line, r"^client=127\.0\.0\.[123]:\d+$")
+
+    async def test_nginxProxyProtocol(self) -> None:
+        """
+        nginx (C{listen ... proxy_protocol}) answers with the address the
+        relay's header gave it: the client's, v2 and v1.
+        """
+        program = requirePeer("nginx")
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
+        front = freePort()
+        with open(os.path.join(directory, "nginx.conf"), "w") as f:
+            f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log;
+worker_processes 1;
+events {{ worker_connections 64; }}
+stream {{
+    server {{
+        listen 127.0.0.1:{front} proxy_protocol;
+        return "$proxy_protocol_addr:$proxy_protocol_port\\n";
+    }}
+}}
+""")
+        from tests.test_proxyprotocol import startLogging
+
+        startLogging(self, [program, "-p", directory, "-c", f"{directory}/nginx.conf",
+                            "-e", f"{directory}/error.log", "-g", "daemon off;"], front,
+                     os.path.join(directory, "out"))
+        for version, bind in (("v2", "127.0.0.2"), ("v1", "127.0.0.3")):
+            port = freePort()
+            relay = RelayProcess(self, ["--send-proxy", version, f"tcp:{port}:interface=127.0.0.1",
+                                        f"tcp:127.0.0.1:{front}"], port)
+            clientPort, received = await threads.deferToThread(
+                _askFrom, bind, port, b"", True)
+            self.assertEqual(received, f"{bind}:{clientPort}\n".encode(), relay.output())
+            code, output = await threads.deferToThread(relay.stop)
+            self.assertEqual(code, 0, output)
+
+    async def listenProxyProtocol(self) -> tuple[Any, int]:
+        from tests.test_proxyprotocol import reporterFactory
+
+        factory = reporterFactory()
+        endpoint = endpointkit.serverFromString(
+            _reactor, "proxyprotocol:trusted=127.0.0.1:endpoint=tcp\\:0\\:interface=127.0.0.1")
+        port = await endpoint.listen(factory)
+        self.addCleanup(port.stopListening)
+        return factory, port.getHost().port
+
+    async def test_ownServerInProcess(self) -> None:
+        """
+        RelayService to endpointkit's C{proxyprotocol:} server through
+        L{sendProxyDescription}: the application there sees the relay's
+        client from C{connectionMade} on, and the host it connected to; the
+        relay copies (the header is not a pass-through layer) and says why.
+        """
+        factory, backend = await self.listenProxyProtocol()
+        events = captureLog(self)
+        for version in (2, 1):
+            service = RelayService(
+                "tcp:0:interface=127.0.0.1",
+                sendProxyDescription(f"tcp:127.0.0.1:{backend}", version), reactor=_reactor)
+            service.startService()
+            self.addCleanup(lambda s=service: s.running and s.stopService())
+            await within(service.listening)
+            assert service.port is not None
+            front = service.port.getHost()
+            clientPort, received = await threads.deferToThread(
+                _askFrom, "127.0.0.2", front.port)  # type: ignore[attr-defined]
+            self.assertEqual(received, f"127.0.0.2:{clientPort}\n".encode())
+            seen = factory.seen[-1]
+            self.assertEqual((seen.peer.host, seen.peer.port), ("127.0.0.2", clientPort))
+            self.assertEqual((seen.host.host, seen.host.port), ("127.0.0.1", front.port))  # type: ignore[attr-defined]
+            self.assertEqual(seen.header.version, version)
+            self.assertEqual(service.stats.spliced, 0)
+            self.assertIn("copying through Python (proxyprotocol: on the connect side",
+                          service.path)
+            await service.stopService()
+        text = " ".join(str(e.get("why", "")) for e in events)
+        self.assertIn("it sends a PROXY protocol header of its own first", text)
+
+    async def test_twistdSendProxy(self) -> None:
+        """
+        The twistd plugin's C{--send-proxy v2}, to endpointkit's own
+        C{proxyprotocol:} server.
+        """
+        factory, backend = await self.listenProxyProtocol()
+        port = freePort()
+        twistd = os.path.join(os.path.dirname(PYTHON), "twistd")
+        relay = RelayProcess(
+            self, ["--send-proxy", "v2", "--listen", f"tcp:{port}:interface=127.0.0.1",
+                   "--connect", f"tcp:127.0.0.1:{backend}"], port,
+            command=[twistd, "-n", "--pidfile=", "-l", "-", "endpointkit-relay"])
+        clientPort, received = await threads.deferToThread(_askFrom, "127.0.0.3", port)
+        self.assertEqual(received, f"127.0.0.3:{clientPort}\n".encode(), relay.output())
+        self.assertEqual(factory.seen[-1].header.version, 2)
+        code, output = await threads.deferToThread(relay.stop)
+        self.assertIn(code, (0, -signal.SIGTERM), output)
+
+    async def test_tlsNamesSent(self) -> None:
+        """
+        Over a TLS accepted side (C{tlswrap:}), the v2 header also carries
+        the name the client asked for (SNI) and the negotiated ALPN
+        protocol: the relay connects once the handshake is done.
+        """
+        from twisted.internet import ssl
+        from twisted.internet.endpoints import wrapClientTLS
+
+        from endpointkit._proxyheader import PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY
+
+        factory, backend = await self.listenProxyProtocol()
+        ca = TestCA()
+        directory = self.mktemp()
+        os.mkdir(directory)
+        certificate, key = ca.issue("relay.test")
+        with open(os.path.join(directory, "relay.test.pem"), "wb") as f:
+            f.write(key + certificate)
+        service = RelayService(
+            buildDescription("tlswrap", certs=directory, alpn="h2,http/1.1",
+                             endpoint=buildDescription("tcp", 0, interface="127.0.0.1")),
+            sendProxyDescription(f"tcp:127.0.0.1:{backend}", "v2"), reactor=_reactor)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        await within(service.listening)
+        assert service.port is not None
+        options = ssl.optionsForClientTLS("relay.test",
+                                          trustRoot=ssl.Certificate.loadPEM(ca.certificatePEM),
+                                          acceptableProtocols=[b"http/1.1"])
+        endpoint = wrapClientTLS(options, TCP4ClientEndpoint(
+            _reactor, "127.0.0.1", service.port.getHost().port,  # type: ignore[attr-defined]
+            bindAddress=("127.0.0.2", 0)))
+        client = Recorder()
+        await within(connectProtocol(endpoint, client))
+        client.transport.write(b"hello\n")  # type: ignore[union-attr]
+        await until(lambda: bytes(client.received).endswith(b"\n"), "the reply over TLS")
+        self.assertTrue(bytes(client.received).startswith(b"127.0.0.2:"))
+        header = factory.seen[-1].header
+        self.assertEqual(header.tlv(PP2_TYPE_AUTHORITY), b"relay.test")
+        self.assertEqual(header.tlv(PP2_TYPE_ALPN), b"http/1.1")
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        await within(client.lost)
