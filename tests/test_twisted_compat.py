@@ -125,7 +125,15 @@ class ServerStringTests(_WithEndpointkit, twistedTests.ServerStringTests):
         error = self.assertRaises(endpointkit.DescriptionError, endpointkit.serverFromString,
                                   None, "ftl:andromeda/carcosa/hali/2387")
         self.assertIsInstance(error, ValueError)
-        self.assertEqual(str(error), "unknown server endpoint type 'ftl'; did you mean 'tls'?")
+        from endpointkit._compat import HAS_TLS_SERVER_PARSER
+
+        if HAS_TLS_SERVER_PARSER:
+            self.assertEqual(str(error),
+                             "unknown server endpoint type 'ftl'; did you mean 'tls'?")
+        else:
+            # No tls: server before Twisted 26.4: nothing close enough to suggest.
+            self.assertTrue(str(error).startswith(
+                "unknown server endpoint type 'ftl'; known types: "), str(error))
 
     def test_sslChainFileMustContainCert(self) -> None:
         empty = FilePath(self.mktemp())
