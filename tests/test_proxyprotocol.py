@@ -7,6 +7,7 @@ processes, haproxy and nginx receiving what the client wrapper sends.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import struct
@@ -169,7 +170,10 @@ class CoreTests(SynchronousTestCase):
 
     def test_v2MixedFamiliesMapped(self) -> None:
         header, _ = self.parse(buildHeader(2, a4("192.0.2.1", 1), a6("::1", 2)))
-        self.assertEqual(header.source, a6("::ffff:c000:201", 1))
+        # The mapped address as this Python writes it (3.13 writes the
+        # IPv4 part dotted: ::ffff:192.0.2.1).
+        mapped = str(ipaddress.IPv6Address("::ffff:192.0.2.1"))
+        self.assertEqual(header.source, a6(mapped, 1))
 
     def test_v2BadChecksum(self) -> None:
         data = bytearray(buildHeader(2, a4("1.2.3.4", 1), a4("5.6.7.8", 2), checksum=True))
