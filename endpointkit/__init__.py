@@ -98,12 +98,10 @@ if TYPE_CHECKING:
     from endpointkit.proxyprotocol import IProxyHeaderTransport as IProxyHeaderTransport
     from endpointkit.proxyprotocol import OriginalConnection as OriginalConnection
     from endpointkit.proxyprotocol import ProxyHeader as ProxyHeader
-    from endpointkit.proxyprotocol import ProxyHeaderTimeout as ProxyHeaderTimeout
     from endpointkit.proxyprotocol import ProxyHeaderTooLarge as ProxyHeaderTooLarge
     from endpointkit.proxyprotocol import ProxyProtocolClientEndpoint as ProxyProtocolClientEndpoint
     from endpointkit.proxyprotocol import ProxyProtocolServerEndpoint as ProxyProtocolServerEndpoint
     from endpointkit.proxyprotocol import ProxySSLInfo as ProxySSLInfo
-    from endpointkit.proxyprotocol import UntrustedProxyPeer as UntrustedProxyPeer
     from endpointkit.proxyprotocol import recordOriginalConnection as recordOriginalConnection
     from endpointkit.proxyprotocol import sendProxyDescription as sendProxyDescription
     from endpointkit.relay import RelayFactory as RelayFactory

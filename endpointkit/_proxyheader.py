@@ -30,7 +30,7 @@ import ipaddress
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from socket import AF_INET, inet_ntop
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
@@ -494,6 +494,29 @@ def _ipOf(address: Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(address.host.partition("%")[0])
 
 
+_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def _packedOf(address: Address) -> bytes:
+    """
+    The packed form of an IP address's host (4 or 16 bytes), a zone
+    (C{%eth0}) dropped: C{inet_pton}, which is several times quicker than
+    C{ipaddress} for the same bytes.
+
+    @raise ValueError: the host is not an IP address.
+    """
+    assert not isinstance(address, UNIXAddress)
+    host = address.host.partition("%")[0]
+    try:
+        return inet_pton(AF_INET, host)
+    except OSError:
+        pass
+    try:
+        return inet_pton(AF_INET6, host)
+    except OSError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+
+
 def _mapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv6Address:
     if ip.version == 6:
         return ip
@@ -550,15 +573,15 @@ def buildHeader(version: int, source: Address | None = None,
         else:
             assert not isinstance(source, UNIXAddress)
             assert not isinstance(destination, UNIXAddress)
-            s, d = _ipOf(source), _ipOf(destination)
-            if s.version != d.version:
-                s, d = _mapped(s), _mapped(d)
-            if s.version == 4:
+            sp, dp = _packedOf(source), _packedOf(destination)
+            if len(sp) != len(dp):
+                sp, dp = _MAPPED + sp if len(sp) == 4 else sp, _MAPPED + dp if len(dp) == 4 else dp
+            if len(sp) == 4:
                 famProto = 0x11
-                block = _INET.pack(s.packed, d.packed, source.port, destination.port)
+                block = _INET.pack(sp, dp, source.port, destination.port)
             else:
                 famProto = 0x21
-                block = _INET6.pack(s.packed, d.packed, source.port, destination.port)
+                block = _INET6.pack(sp, dp, source.port, destination.port)
     extra = _packTLVs(tlvs)
     if checksum:
         extra += _TLV.pack(PP2_TYPE_CRC32C, 4) + b"\0\0\0\0"

@@ -76,9 +76,10 @@ import ipaddress
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import (
     IAddress,
@@ -96,6 +97,7 @@ from zope.interface import (
     Attribute,
     Interface,
     alsoProvides,
+    classImplements,
     implementer,
     providedBy,
 )
@@ -124,12 +126,10 @@ __all__ = [
     "InvalidProxyHeader",
     "OriginalConnection",
     "ProxyHeader",
-    "ProxyHeaderTimeout",
     "ProxyHeaderTooLarge",
     "ProxyProtocolClientEndpoint",
     "ProxyProtocolServerEndpoint",
     "ProxySSLInfo",
-    "UntrustedProxyPeer",
     "proxyprotocolClientType",
     "proxyprotocolServerType",
     "recordOriginalConnection",
@@ -147,20 +147,6 @@ Refused connections are logged at most once in this many seconds each kind
 DEFAULT_HEADER_TIMEOUT = 5.0
 DEFAULT_MAX_HEADER = 4096
 _MIN_MAX_HEADER = 16 + 216  # the fixed part and a UNIX address block
-
-
-class UntrustedProxyPeer(Exception):
-    """
-    A connection came from a peer that is not in C{trusted=}, with
-    C{untrusted=reject}: it was closed (the reason its connection was lost
-    with, on the server's side).
-    """
-
-
-class ProxyHeaderTimeout(Exception):
-    """
-    A trusted peer sent no complete PROXY header within C{headerTimeout}.
-    """
 
 
 class IProxyHeaderTransport(Interface):
@@ -278,7 +264,8 @@ def recordOriginalConnection(factory: Any, transport: Any) -> Any:
     factory.originalHost = found.originalHost
     factory.originalAuthority = found.originalAuthority
     factory.originalALPN = found.originalALPN
-    alsoProvides(factory, IOriginalConnection)
+    if not IOriginalConnection.providedBy(factory):
+        alsoProvides(factory, IOriginalConnection)
     return factory
 
 
@@ -766,19 +753,91 @@ def _originalOf(factory: Any) -> Any:
     return None
 
 
-class ProxyHeaderSendingProtocol(PassThroughProtocol):
+@implementer(IProtocol)
+class ProxyHeaderSendingProtocol:
     """
     A client connection that writes its PROXY header, in one write, before
-    the wrapped protocol is connected; then it passes bytes through
-    unchanged.
+    the wrapped protocol is connected.  The wrapped protocol then gets the
+    connection's own transport (so what it writes follows the header in the
+    same buffer, and nothing sits between it and the socket); this object
+    only passes the transport's events on.
+
+    It provides the half-close, TLS handshake and file descriptor interfaces
+    the wrapped protocol provides (a class for each combination, made once),
+    so the transport treats it as it would the wrapped protocol.
+
+    @ivar inner: the wrapped protocol.
     """
 
     factory: ProxyHeaderSendingFactory
 
+    def __init__(self, factory: ProxyHeaderSendingFactory, wrappedProtocol: IProtocol) -> None:
+        self.factory = factory
+        self.wrappedProtocol = self.inner = wrappedProtocol
+        self.transport: Any = None
+
+    def logPrefix(self) -> str:
+        inner: Any = self.wrappedProtocol
+        prefix = getattr(inner, "logPrefix", None)
+        return str(prefix()) if prefix is not None else type(inner).__name__
+
     def makeConnection(self, transport: Any) -> None:
-        transport.write(self.factory.headerFor(transport))
-        self.inner = self.wrappedProtocol
-        PassThroughProtocol.makeConnection(self, transport)
+        self.transport = transport
+        header = self.factory.headerFor(transport)
+        if (isinstance(transport, FileDescriptor) and not transport.dataBuffer
+                and not transport._tempDataBuffer):
+            # A socket nothing was written to yet: send the header now, as
+            # one send, rather than queue it and wait a reactor turn for
+            # the socket to become writable (a fresh socket's buffer takes
+            # it whole; what it does not take is queued).
+            sent = transport.writeSomeData(header)
+            if isinstance(sent, int) and sent > 0:
+                header = header[sent:]
+        if header:
+            transport.write(header)
+        self.wrappedProtocol.makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.wrappedProtocol.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.wrappedProtocol.connectionLost(reason)
+
+    def connectionMade(self) -> None:
+        """
+        Nothing: the wrapped protocol is connected by L{makeConnection}.
+        """
+
+    def readConnectionLost(self) -> None:
+        cast(Any, self.wrappedProtocol).readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        cast(Any, self.wrappedProtocol).writeConnectionLost()
+
+    def handshakeCompleted(self) -> None:
+        cast(Any, self.wrappedProtocol).handshakeCompleted()
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        cast(Any, self.wrappedProtocol).fileDescriptorReceived(descriptor)
+
+
+_senderClasses: dict[tuple[Any, ...], type[ProxyHeaderSendingProtocol]] = {}
+
+
+def _senderFor(wrapped: IProtocol) -> type[ProxyHeaderSendingProtocol]:
+    """
+    The L{ProxyHeaderSendingProtocol} class that provides the relayed
+    interfaces C{wrapped} provides.
+    """
+    relayed = tuple(i for i in _RELAYED if i.providedBy(wrapped))
+    found = _senderClasses.get(relayed)
+    if found is None:
+        found = type("ProxyHeaderSendingProtocol", (ProxyHeaderSendingProtocol,), {})
+        if relayed:
+            declare: Any = classImplements  # the zope plugin wants a class statement
+            declare(found, *relayed)
+        _senderClasses[relayed] = found
+    return found
 
 
 class ProxyHeaderSendingFactory(PassThroughFactory):
@@ -787,7 +846,6 @@ class ProxyHeaderSendingFactory(PassThroughFactory):
     header.
     """
 
-    protocol = ProxyHeaderSendingProtocol
     noisy = False
 
     def __init__(self, wrappedFactory: IProtocolFactory, version: int = 2,
@@ -798,6 +856,12 @@ class ProxyHeaderSendingFactory(PassThroughFactory):
         self.source = source
         self.destination = destination
         self.uniqueId = uniqueId
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return _senderFor(wrapped)(self, wrapped)
 
     def headerFor(self, transport: Any) -> bytes:
         """

@@ -21,10 +21,10 @@ L{endpointkit.proxyprotocol.sendProxyDescription}), each backend factory
 carries the accepted connection's addresses
 (L{endpointkit.proxyprotocol.recordOriginalConnection}), and over TLS the
 name the client asked for (SNI) and the negotiated ALPN protocol: the backend
-is then connected once the accepted side's handshake is done.  Such a relay
-copies through Python: the header is written ahead of the relayed bytes,
-into Twisted's write buffer, and is not a pass-through layer that splice may
-see through.
+is then connected once the accepted side's handshake is done.  The
+header is sent when the backend connection is made, before any relayed
+byte, so such a relay splices too (when the socket did not take the header
+whole, it waits in the transport's buffer and that relay copies).
 
 The caps and the idle timeout (C{maxConnections}, C{idleTimeout}) are
 C{limit:}'s (L{endpointkit.limit.LimitingFactory}): one refusal, one idle
@@ -77,7 +77,11 @@ from endpointkit.deadline import connectWithTimeout
 from endpointkit.failover import servedBy
 from endpointkit.limit import LimitingFactory
 from endpointkit.metrics import RelayMetrics
-from endpointkit.proxyprotocol import ProxyHeaderSendingProtocol, recordOriginalConnection
+from endpointkit.proxyprotocol import (
+    IOriginalConnection,
+    ProxyHeaderSendingProtocol,
+    recordOriginalConnection,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -229,11 +233,9 @@ def _kernelOf(transport: Any, touches: list[Callable[[], None]] | None = None) -
 def _passesThrough(transport: Any) -> bool:
     """
     Whether C{transport} is a wrapper that passes bytes through unchanged
-    (so that splice may move them below it): a C{proxyprotocol:} client's
-    protocol is not, as it writes a header of its own first.
+    (so that splice may move them below it).
     """
-    return (isinstance(transport, PassThroughProtocol)
-            and not isinstance(transport, ProxyHeaderSendingProtocol))
+    return isinstance(transport, PassThroughProtocol)
 
 
 def _whyNotKernel(transport: Any) -> str:
@@ -242,12 +244,19 @@ def _whyNotKernel(transport: Any) -> str:
     the log.
     """
     for _ in range(6):
-        if isinstance(transport, ProxyHeaderSendingProtocol):
-            return "it sends a PROXY protocol header of its own first"
         if not isinstance(transport, PassThroughProtocol):
             break
         wrapper: Any = transport
         transport = wrapper.transport
+    protocol = getattr(transport, "protocol", None)
+    for _ in range(6):
+        if protocol is None:
+            break
+        if isinstance(protocol, ProxyHeaderSendingProtocol):
+            # Its header is still in the transport's buffer when it connects.
+            return "it sends a PROXY protocol header of its own first"
+        protocol = (getattr(protocol, "_wrappedProtocol", None)
+                    or getattr(protocol, "wrappedProtocol", None))
     if isinstance(transport, _splice.KERNEL_TRANSPORTS):
         return "its socket had bytes queued or was closing"
     return f"its transport is a {type(transport).__name__}, not a plain socket"
@@ -393,8 +402,19 @@ class _BackendEnd(_End):
         self.kernel = _kernelOf(self.transport)
 
 
+@implementer(IOriginalConnection)
 class _BackendFactory(Factory):
+    """
+    Builds a relay's backend end.  It provides L{IOriginalConnection} (its
+    addresses are L{None} unless the relay records them), so that recording
+    them sets attributes only.
+    """
+
     noisy = False
+    originalPeer: IAddress | None = None
+    originalHost: IAddress | None = None
+    originalAuthority: str | None = None
+    originalALPN: bytes | None = None
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
@@ -754,6 +774,7 @@ _SPLICEABLE_SERVERS = frozenset({"tcp", "tcp4", "tcp6", "unix", "reuseport", "ad
                                  "systemd"})
 _SPLICEABLE_CLIENTS = frozenset({"tcp", "tcp4", "tcp6", "unix", "timeout", "hostname"})
 _PASS_THROUGH_SERVERS = frozenset({"limit", "multi"})
+_PASS_THROUGH_CLIENTS = frozenset({"timeout", "proxyprotocol"})
 
 
 def _plain(parsed: Parsed, plain: frozenset[str]) -> str | None:
@@ -763,7 +784,7 @@ def _plain(parsed: Parsed, plain: frozenset[str]) -> str | None:
     """
     if parsed.prefix in plain:
         return None
-    if parsed.prefix in _PASS_THROUGH_SERVERS | {"timeout"}:
+    if parsed.prefix in _PASS_THROUGH_SERVERS | _PASS_THROUGH_CLIENTS:
         for value in parsed.values.values():
             members = value if isinstance(value, tuple) else (value,)
             for member in members:

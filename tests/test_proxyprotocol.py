@@ -656,6 +656,56 @@ class LoopbackTests(TestCase):
             self.assertTrue(factory.seen[-1].header.local)
 
     @defer.inlineCallbacks
+    def test_headerSentAtOnce(self) -> Any:
+        """
+        Over a socket, the header is sent when the connection is made, in
+        one send, before the wrapped protocol is connected: nothing is left
+        queued in the transport when the wrapped protocol starts, and that
+        protocol writes to the socket's own transport, so its bytes follow
+        the header with no layer in between.  The sending protocol provides
+        the wrapped protocol's half-close interface from its class, with
+        nothing declared per connection.
+        """
+        from twisted.internet import tcp
+        from twisted.internet.interfaces import IHalfCloseableProtocol
+        from zope.interface import directlyProvidedBy, implementer
+
+        port, _factory = yield self.listen("proxyprotocol:trusted=127.0.0.1:endpoint="
+                                          "tcp\\:0\\:interface=127.0.0.1")
+        seen: dict[str, Any] = {}
+
+        @implementer(IHalfCloseableProtocol)
+        class Checking(Line):
+            def connectionMade(self) -> None:
+                transport: Any = self.transport
+                seen["transport"] = transport
+                seen["queued"] = (bytes(transport.dataBuffer), list(transport._tempDataBuffer))
+                Line.connectionMade(self)
+
+            def readConnectionLost(self) -> None:
+                pass
+
+            def writeConnectionLost(self) -> None:
+                pass
+
+        client = Checking()
+        endpoint = ProxyProtocolClientEndpoint(self.tcp(port.getHost().port), 2,
+                                               a4("192.0.2.7", 7777), a4("192.0.2.1", 80))
+        yield endpoint.connect(protocol.Factory.forProtocol(lambda: client))
+        received = yield client.done.addTimeout(10, reactor)
+        self.assertEqual(received, b"192.0.2.7:7777\n")
+        self.assertIsInstance(seen["transport"], tcp.Client)
+        self.assertEqual(seen["queued"], (b"", []))
+        sender = seen["transport"].protocol
+        while not isinstance(sender, pp.ProxyHeaderSendingProtocol):
+            sender = sender._wrappedProtocol
+        self.assertIs(sender.inner, client)
+        self.assertTrue(IHalfCloseableProtocol.providedBy(sender))
+        self.assertEqual(list(directlyProvidedBy(sender)), [])
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        yield client.lost.addTimeout(10, reactor)
+
+    @defer.inlineCallbacks
     def test_originalConnectionAndTLVs(self) -> Any:
         """
         A connecting factory that provides IOriginalConnection has its

@@ -1654,7 +1654,8 @@ stream {{
         RelayService to endpointkit's C{proxyprotocol:} server through
         L{sendProxyDescription}: the application there sees the relay's
         client from C{connectionMade} on, and the host it connected to; the
-        relay copies (the header is not a pass-through layer) and says why.
+        header is sent when the backend connection is made, so the relay's
+        path stays splice and no connection copies because of the header.
         """
         factory, backend = await self.listenProxyProtocol()
         events = captureLog(self)
@@ -1674,12 +1675,13 @@ stream {{
             self.assertEqual((seen.peer.host, seen.peer.port), ("127.0.0.2", clientPort))
             self.assertEqual((seen.host.host, seen.host.port), ("127.0.0.1", front.port))  # type: ignore[attr-defined]
             self.assertEqual(seen.header.version, version)
-            self.assertEqual(service.stats.spliced, 0)
-            self.assertIn("copying through Python (proxyprotocol: on the connect side",
-                          service.path)
+            # The header went before any relayed byte: the relay may splice
+            # (whether this connection did depends on whether the client's
+            # bytes came before the backend connected).
+            self.assertEqual(service.path, "splice (zero-copy)")
             await service.stopService()
         text = " ".join(str(e.get("why", "")) for e in events)
-        self.assertIn("it sends a PROXY protocol header of its own first", text)
+        self.assertNotIn("PROXY protocol header", text)
 
     async def test_twistdSendProxy(self) -> None:
         """
