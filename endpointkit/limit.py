@@ -1,6 +1,6 @@
 """
 C{limit:} -- a server wrapper that caps concurrent connections, in total and
-per peer address, and closes connections that stay idle too long.
+per peer address, and closes connections that stay idle too long::
 
     limit:max=1000:perPeer=20:idle=300:endpoint=tcp\\:8080
     limit:max=100:pause=yes:message=busy:endpoint=multi\\:...

@@ -1,7 +1,7 @@
 """
 Prometheus metrics for endpointkit's relay, wrappers and lifecycle helpers,
 on prometheus_client, and a function that serves them on any server
-description.
+description::
 
     from endpointkit.metrics import RelayMetrics, serveMetrics
 

@@ -1,6 +1,6 @@
 """
 The relay core: accept on any server description, connect each accepted
-connection to any client description, and move bytes both ways.
+connection to any client description, and move bytes both ways::
 
     service = RelayService("tcp:8080:interface=127.0.0.1", "unix:/run/app.sock",
                            maxConnections=100, idleTimeout=300)

@@ -2,7 +2,7 @@
 The listening lifecycle: listen with errors an administrator can act on,
 stop listening and really wait for the socket to close, drain live
 connections gracefully, run all of that as a twistd service, and turn a
-listening port back into the client description that reaches it.
+listening port back into the client description that reaches it::
 
     port = yield listen("tcp:8080", factory)
     description = clientDescriptionFor(port)  # "tcp:127.0.0.1:8080"

@@ -1,6 +1,6 @@
 """
 Client descriptions of listening ports: the description that connects to
-a port, for a test, a health check or a configuration file to hand on.
+a port, for a test, a health check or a configuration file to hand on::
 
     port = yield listen("tcp:0", factory)
     clientDescriptionFor(port)      # "tcp:127.0.0.1:41234"

@@ -1,6 +1,6 @@
 """
 Draining: stop accepting at once, let the connections already accepted
-finish, and close the ones that stay too long.
+finish, and close the ones that stay too long::
 
     result = yield gracefulStop(port, 30)
     # result.finished: ended by themselves; result.closed: still open at the

@@ -1,5 +1,5 @@
 """
-Listen, with errors an administrator can act on.
+Listen, with errors an administrator can act on::
 
     port = yield listen("tcp:8080", factory)
 

@@ -1,5 +1,5 @@
 """
-A service for twistd: listen while running, drain when stopped.
+A service for twistd: listen while running, drain when stopped::
 
     from endpointkit import EndpointService
 

@@ -8,7 +8,7 @@ sees through wrapper ports (C{wrappedPort}) and several-ports-as-one
 (C{ports}, as C{multi:} has), so the address can be bound again at once (a
 UNIX socket's file is removed and its lock released by then).  Calling it
 again while the port is stopping, or after, is harmless: every caller gets
-the outcome of the one stop.
+the outcome of the one stop::
 
     yield stopListening(port)
     port = yield listen("tcp:8080", factory)   # the address is free again
