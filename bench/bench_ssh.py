@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +33,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import Protocol
 
+from bench._common import EchoOnce, freePort, program, spawn, stopProcesses, waitForPort
 from endpointkit import buildDescription, clientFromString, closeSharedConnections
 
 MiB = 1024 * 1024
@@ -84,32 +83,7 @@ source.serve_forever()
 """
 
 
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def waitForPort(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            try:
-                s.connect(("127.0.0.1", port))
-                return
-            except OSError:
-                time.sleep(0.05)
-    raise SystemExit(f"nothing listened on {port}")
-
-
-def program(name: str) -> str:
-    found = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}")
-                                   else None)
-    if found is None:
-        raise SystemExit(f"{name} is needed (apt-get install openssh-server openssh-client "
-                         "socat)")
-    return found
+PACKAGES = "openssh-server openssh-client socat"
 
 
 class Sink(Protocol):
@@ -129,25 +103,6 @@ class Sink(Protocol):
         self.done.callback(self.count)
 
 
-class Ping(Protocol):
-    def __init__(self) -> None:
-        self.done: defer.Deferred[None] = defer.Deferred()
-        self.received = b""
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(b"ping")
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if len(self.received) >= 4 and self.transport is not None:
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Any = None) -> None:
-        if not self.done.called:
-            self.done.callback(None)
-
-
 @defer.inlineCallbacks
 def bulk(description: str, size: int) -> Any:
     sink = Sink(size)
@@ -162,7 +117,7 @@ def bulk(description: str, size: int) -> Any:
 
 @defer.inlineCallbacks
 def ping(description: str) -> Any:
-    client = Ping()
+    client = EchoOnce()
     started = time.perf_counter()
     yield connectProtocol(clientFromString(_reactor, description), client)  # type: ignore[no-untyped-call]
     yield client.done
@@ -189,16 +144,15 @@ def main(options: argparse.Namespace) -> Any:
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(argv: list[str]) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        process = spawn(argv)
         processes.append(process)
         return process
 
     try:
         os.makedirs("/run/sshd", exist_ok=True)
         for name in ("host", "user"):
-            subprocess.run([program("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f",
-                            os.path.join(directory, name)], check=True)
+            subprocess.run([program("ssh-keygen", PACKAGES), "-q", "-t", "ed25519", "-N", "",
+                            "-f", os.path.join(directory, name)], check=True)
         key = os.path.join(directory, "user")
         sshdPort, sourcePort, echoPort, socatPort, forwardPort = (freePort() for _ in range(5))
         config = os.path.join(directory, "sshd_config")
@@ -207,21 +161,23 @@ def main(options: argparse.Namespace) -> Any:
                     f"AuthorizedKeysFile {key}.pub\nUsePAM no\nStrictModes no\nPidFile none\n"
                     f"PasswordAuthentication no\nCiphers {CIPHER}\nMACs {MAC}\n"
                     "MaxStartups 100:30:200\n")
-        start([program("sshd"), "-D", "-f", config, "-E", os.path.join(directory, "log")])
+        start([program("sshd", PACKAGES), "-D", "-f", config,
+               "-E", os.path.join(directory, "log")])
         start([sys.executable, "-c", SERVERS, str(sourcePort), str(echoPort)])
-        start([program("socat"), f"TCP-LISTEN:{socatPort},bind=127.0.0.1,reuseaddr,fork",
-               "EXEC:cat"])
+        start([program("socat", PACKAGES),
+               f"TCP-LISTEN:{socatPort},bind=127.0.0.1,reuseaddr,fork", "EXEC:cat"])
         for port in (sshdPort, sourcePort, echoPort, socatPort):
             waitForPort(port)
         knownHosts = os.path.join(directory, "known_hosts")
         with open(knownHosts, "w") as f:
-            f.write(subprocess.run([program("ssh-keyscan"), "-p", str(sshdPort), "127.0.0.1"],
-                                   capture_output=True, check=True, text=True).stdout)
+            f.write(subprocess.run([program("ssh-keyscan", PACKAGES), "-p", str(sshdPort),
+                                    "127.0.0.1"], capture_output=True, check=True,
+                                   text=True).stdout)
         sshOptions = ["-i", key, "-o", f"UserKnownHostsFile={knownHosts}", "-o",
                       "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-c", CIPHER, "-m", MAC,
                       "-p", str(sshdPort)]
-        start([program("ssh"), "-N", "-L", f"127.0.0.1:{forwardPort}:127.0.0.1:{sourcePort}",
-               *sshOptions, "127.0.0.1"])
+        start([program("ssh", PACKAGES), "-N", "-L",
+               f"127.0.0.1:{forwardPort}:127.0.0.1:{sourcePort}", *sshOptions, "127.0.0.1"])
         waitForPort(forwardPort)
 
         def ssh(target: int, **extra: Any) -> str:
@@ -248,7 +204,8 @@ def main(options: argparse.Namespace) -> Any:
         spawned: list[float] = []
         count = 10 if options.quick else 20
         yield ping(ssh(echoPort))
-        wArgv = [program("ssh"), "-W", f"127.0.0.1:{echoPort}", *sshOptions, "127.0.0.1"]
+        wArgv = [program("ssh", PACKAGES), "-W", f"127.0.0.1:{echoPort}", *sshOptions,
+                 "127.0.0.1"]
         for _ in range(count):
             shared.append((yield ping(ssh(echoPort))))
             fresh.append((yield ping(ssh(echoPort, share="no"))))
@@ -273,14 +230,7 @@ def main(options: argparse.Namespace) -> Any:
         print(f"({os.cpu_count()} CPUs, shared machine: indicative figures)")
         yield closeSharedConnections()
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)
+        stopProcesses(processes)
         shutil.rmtree(directory, ignore_errors=True)
 
 
