@@ -14,7 +14,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from twisted.internet import defer, protocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
+from zope.interface import implementer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -92,6 +97,53 @@ def startPeer(test: TestCase, argv: Sequence[str], port: int | None = None,
     if port is not None:
         waitForPort(port, host, process=process)
     return process
+
+
+_DONE = Failure(ConnectionDone())
+
+
+@implementer(IHalfCloseableProtocol)
+class Collect(protocol.Protocol):
+    """
+    Records what arrives and how the connection ends: writes C{send} once
+    connected and, with C{halfClose}, then closes its writing side;
+    C{done} fires with the exception the connection was lost with.
+
+    @cvar closeOnReadEnd: with C{halfClose}, close the whole connection
+        once the peer has closed its writing side too.
+    """
+
+    closeOnReadEnd = False
+
+    def __init__(self, send: bytes = b"", halfClose: bool = False) -> None:
+        self.send = send
+        self.halfClose = halfClose
+        self.received = bytearray()
+        self.readClosed = False
+        self.done: defer.Deferred[BaseException] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        if self.send:
+            self.transport.write(self.send)
+        if self.halfClose:
+            self.transport.loseWriteConnection()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def readConnectionLost(self) -> None:
+        self.readClosed = True
+        assert self.transport is not None
+        if self.halfClose and self.closeOnReadEnd:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        # The exception, not the Failure: a Failure would errback.
+        self.done.callback(reason.value)
 
 
 def openFileDescriptors() -> int:
