@@ -48,7 +48,6 @@ from tests._support import (
     TestCA,
     fileDescriptorNumbers,
     freePort,
-    requirePeer,
     startMicrosocks,
     startTinyproxy,
     waitForPort,
@@ -1560,28 +1559,21 @@ class SendProxyTests(TestCase):
 
     timeout = 180
 
-    def _haproxyLines(self, log: str) -> list[str]:
-        with open(log, errors="replace") as f:
-            return [line.strip() for line in f if line.startswith("client=")]
-
     async def test_haproxyAcceptProxy(self) -> None:
         """
         haproxy (C{bind ... accept-proxy}) logs the address of the relay's
         client, bound to 127.0.0.2 and 127.0.0.3, for v2 and v1.
         """
-        from tests.test_proxyprotocol import EchoLine, startHaproxy
+        from tests.test_proxyprotocol import (
+            EchoLine,
+            haproxyClientLines,
+            startHaproxyAcceptProxy,
+        )
 
         echo = await TCP4ServerEndpoint(_reactor, 0, interface="127.0.0.1").listen(
             Factory.forProtocol(EchoLine))
         self.addCleanup(echo.stopListening)
-        front, log = startHaproxy(self, f"""
-frontend fe
-    bind 127.0.0.1:PORT accept-proxy
-    log-format "client=%ci:%cp"
-    default_backend be
-backend be
-    server s1 127.0.0.1:{echo.getHost().port}
-""")
+        front, log = startHaproxyAcceptProxy(self, echo.getHost().port)
         expected = []
         for version, bind in (("v2", "127.0.0.2"), ("v1", "127.0.0.3")):
             port = freePort()
@@ -1590,16 +1582,16 @@ backend be
             clientPort, received = await threads.deferToThread(_askFrom, bind, port)
             self.assertEqual(received, b"hi\n", relay.output())
             expected.append(f"client={bind}:{clientPort}")
-            await until(lambda: expected[-1] in self._haproxyLines(log),
+            await until(lambda: expected[-1] in haproxyClientLines(log),
                         f"haproxy's log line for {version}",
-                        debug=lambda r=relay: (self._haproxyLines(log), r.output()))
+                        debug=lambda r=relay: (haproxyClientLines(log), r.output()))
             self.assertRegex(relay.output(),
                              rf"relaying to proxyprotocol:\S*version={version[1]}")
             code, output = await threads.deferToThread(relay.stop)
             self.assertEqual(code, 0, output)
         # Every connection haproxy logged came with a header from a client
         # (waitForPort's probe included, from 127.0.0.1), none as LOCAL.
-        for line in self._haproxyLines(log):
+        for line in haproxyClientLines(log):
             self.assertRegex(line, r"^client=127\.0\.0\.[123]:\d+$")
 
     async def test_nginxProxyProtocol(self) -> None:
@@ -1607,28 +1599,9 @@ backend be
         nginx (C{listen ... proxy_protocol}) answers with the address the
         relay's header gave it: the client's, v2 and v1.
         """
-        program = requirePeer("nginx")
-        directory = os.path.abspath(self.mktemp())
-        os.mkdir(directory)
-        front = freePort()
-        with open(os.path.join(directory, "nginx.conf"), "w") as f:
-            f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log;
-worker_processes 1;
-events {{ worker_connections 64; }}
-stream {{
-    server {{
-        listen 127.0.0.1:{front} proxy_protocol;
-        return "$proxy_protocol_addr:$proxy_protocol_port\\n";
-    }}
-}}
-""")
-        from tests.test_proxyprotocol import startLogging
+        from tests.test_proxyprotocol import startNginxProxyProtocol
 
-        startLogging(self, [program, "-p", directory, "-c", f"{directory}/nginx.conf",
-                            "-e", f"{directory}/error.log", "-g", "daemon off;"], front,
-                     os.path.join(directory, "out"))
+        front = startNginxProxyProtocol(self)
         for version, bind in (("v2", "127.0.0.2"), ("v1", "127.0.0.3")):
             port = freePort()
             relay = RelayProcess(self, ["--send-proxy", version, f"tcp:{port}:interface=127.0.0.1",
