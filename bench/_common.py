@@ -28,23 +28,9 @@ from twisted.python.failure import Failure
 
 LOOPBACK = "127.0.0.1"
 
-# A listener process that accepts, reads to the end and closes; it prints
-# its port first.
-DRAIN = r"""
-import socket
-server = socket.socket()
-server.bind(("127.0.0.1", 0))
-server.listen(128)
-print(server.getsockname()[1], flush=True)
-while True:
-    connection, _ = server.accept()
-    while connection.recv(65536):
-        pass
-    connection.close()
-"""
-
-# The same, but what it reads it writes back.
-ECHO = r"""
+# A listener process that prints its port, then accepts connections one at a
+# time, doing ANSWER with what it reads until the end, and closes each.
+_LISTENER = r"""
 import socket
 server = socket.socket()
 server.bind(("127.0.0.1", 0))
@@ -53,9 +39,14 @@ print(server.getsockname()[1], flush=True)
 while True:
     connection, _ = server.accept()
     while data := connection.recv(65536):
-        connection.sendall(data)
+        ANSWER
     connection.close()
 """
+
+# A listener that reads to the end and closes, and one that writes back what
+# it reads.
+DRAIN = _LISTENER.replace("ANSWER", "pass")
+ECHO = _LISTENER.replace("ANSWER", "connection.sendall(data)")
 
 
 def freePort() -> int:
@@ -229,6 +220,43 @@ class Keeping(Factory):
     def buildProtocol(self, addr: Any) -> Protocol:
         self.last = self.make()
         return self.last  # type: ignore[no-any-return]
+
+
+class Download(Protocol):
+    """
+    Sends C{request} once connected, counts the bytes that come back, and
+    fires C{done} with the count when the connection is gone.
+    """
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.received = 0
+        self.done: defer.Deferred[int] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.done.callback(self.received)
+
+
+@defer.inlineCallbacks
+def timedDownload(endpoint: Any, request: bytes) -> Any:
+    """
+    Connect a L{Download} of C{request} through C{endpoint}; (the bytes it
+    received, the seconds from connecting until the connection was gone).
+    """
+    from twisted.internet.endpoints import connectProtocol
+
+    client = Download(request)
+    start = time.perf_counter()
+    yield connectProtocol(endpoint, client)
+    received = yield client.done
+    return received, time.perf_counter() - start
 
 
 @defer.inlineCallbacks

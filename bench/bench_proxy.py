@@ -21,15 +21,23 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import connectProtocol
-from twisted.internet.protocol import Protocol
 
-from bench._common import EchoOnce, freePort, program, spawn, stopProcesses, waitForPort
+from bench._common import (
+    EchoOnce,
+    freePort,
+    program,
+    spawn,
+    stopProcesses,
+    timedDownload,
+    timedRound,
+    waitForPort,
+)
 from endpointkit import buildDescription, clientFromString
 
 MiB = 1024 * 1024
@@ -94,46 +102,23 @@ class Peers:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-class Download(Protocol):
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.received = 0
-        self.done: defer.Deferred[int] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(  # type: ignore[union-attr]
-            b"GET /%d HTTP/1.1\r\nHost: source\r\n\r\n" % self.size)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += len(data)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done.callback(self.received)
-
-
 @defer.inlineCallbacks
 def latency(description: str, count: int) -> Any:
     endpoint = clientFromString(reactor, description)
     times = []
     for _ in range(count):
-        start = time.perf_counter()
-        client = EchoOnce(noDelay=True)
-        yield connectProtocol(endpoint, client)  # type: ignore[no-untyped-call]
-        yield client.done
+        elapsed, _, client = yield timedRound(endpoint, partial(EchoOnce, noDelay=True))
         if client.received != b"ping":
             raise SystemExit(f"{description}: echo returned {client.received!r}")
-        times.append(time.perf_counter() - start)
+        times.append(elapsed)
     times.sort()
     return times[len(times) // 2]
 
 
 @defer.inlineCallbacks
 def bulk(description: str, size: int) -> Any:
-    client = Download(size)
-    start = time.perf_counter()
-    yield connectProtocol(clientFromString(reactor, description), client)  # type: ignore[no-untyped-call]
-    received = yield client.done
-    elapsed = time.perf_counter() - start
+    received, elapsed = yield timedDownload(clientFromString(reactor, description),
+                                            b"GET /%d HTTP/1.1\r\nHost: source\r\n\r\n" % size)
     if received < size:
         raise SystemExit(f"{description}: got {received} of {size} bytes")
     return size / elapsed / MiB

@@ -30,10 +30,17 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import connectProtocol
-from twisted.internet.protocol import Protocol
 
-from bench._common import EchoOnce, freePort, program, spawn, stopProcesses, waitForPort
+from bench._common import (
+    EchoOnce,
+    freePort,
+    program,
+    spawn,
+    stopProcesses,
+    timedDownload,
+    timedRound,
+    waitForPort,
+)
 from endpointkit import buildDescription, clientFromString, closeSharedConnections
 
 MiB = 1024 * 1024
@@ -86,30 +93,10 @@ source.serve_forever()
 PACKAGES = "openssh-server openssh-client socat"
 
 
-class Sink(Protocol):
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.count = 0
-        self.done: defer.Deferred[int] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(self.size.to_bytes(8, "big"))
-
-    def dataReceived(self, data: bytes) -> None:
-        self.count += len(data)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done.callback(self.count)
-
-
 @defer.inlineCallbacks
 def bulk(description: str, size: int) -> Any:
-    sink = Sink(size)
-    started = time.perf_counter()
-    yield connectProtocol(clientFromString(_reactor, description), sink)  # type: ignore[no-untyped-call]
-    count = yield sink.done
-    elapsed = time.perf_counter() - started
+    count, elapsed = yield timedDownload(clientFromString(_reactor, description),
+                                         size.to_bytes(8, "big"))
     if count != size:
         raise SystemExit(f"{description}: got {count} of {size} bytes")
     return size / MiB / elapsed
@@ -117,11 +104,8 @@ def bulk(description: str, size: int) -> Any:
 
 @defer.inlineCallbacks
 def ping(description: str) -> Any:
-    client = EchoOnce()
-    started = time.perf_counter()
-    yield connectProtocol(clientFromString(_reactor, description), client)  # type: ignore[no-untyped-call]
-    yield client.done
-    return time.perf_counter() - started
+    elapsed, _, _ = yield timedRound(clientFromString(_reactor, description), EchoOnce)
+    return elapsed
 
 
 def sshW(argv: list[str]) -> float:
