@@ -22,7 +22,14 @@ import endpointkit
 from endpointkit import buildDescription
 from endpointkit._grammar import DescriptionError
 from endpointkit.process import ExecClientEndpoint, ExecNotFound
-from tests._support import PYTHON, Collect, cleanEnvironment, freePort, waitForPort
+from tests._support import (
+    PYTHON,
+    Collect,
+    cleanEnvironment,
+    freePort,
+    stopProcess,
+    waitForPort,
+)
 
 WAIT = 30.0
 _reactor: Any = reactor
@@ -224,17 +231,8 @@ class RelayExecTests(TestCase):
              "exec:cat"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=ROOT, env=dict(cleanEnvironment(), PYTHONPATH=ROOT))
 
-        def stop() -> None:
-            if relay.poll() is None:
-                relay.send_signal(signal.SIGTERM)
-                try:
-                    relay.wait(WAIT)
-                except subprocess.TimeoutExpired:
-                    relay.kill()
-                    relay.wait(WAIT)
-            log.close()
-
-        self.addCleanup(stop)
+        self.addCleanup(log.close)
+        self.addCleanup(stopProcess, relay, WAIT, WAIT)
         waitForPort(port, process=relay, timeout=WAIT)
         for i in range(3):
             with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:

@@ -58,6 +58,7 @@ from tests._support import (
     freePort,
     requirePeer,
     selfSignedCertificate,
+    stopProcess,
     waitForPort,
 )
 
@@ -847,31 +848,13 @@ class LoopbackTests(TestCase):
 # Real peers.
 
 
-def stopAtCleanup(test: TestCase, process: subprocess.Popen[bytes]) -> None:
-    """
-    Have C{test}'s cleanup stop C{process} (C{SIGTERM}, then C{SIGKILL} if it
-    has not exited within 10 s) if it is still running.
-    """
-
-    def stop() -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-    test.addCleanup(stop)
-
-
 def startLogging(test: TestCase, argv: list[str], port: int, log: str,
                  env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     out = open(log, "wb")
     test.addCleanup(out.close)
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    stopAtCleanup(test, process)
+    test.addCleanup(stopProcess, process, 10)
     try:
         waitForPort(port, process=process, timeout=30)
     except AssertionError:
@@ -974,7 +957,7 @@ def startTwistd(test: TestCase, raw: str, web: str | None = None,
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                cwd=directory)
-    stopAtCleanup(test, process)
+    test.addCleanup(stopProcess, process, 10)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:

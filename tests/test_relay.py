@@ -45,15 +45,17 @@ from endpointkit.proxyprotocol import sendProxyDescription
 from endpointkit.relay import RelayService, RelayStats, describeAddress
 from tests._support import (
     PYTHON,
+    ROOT,
+    LoggedProcess,
     TestCA,
     fileDescriptorNumbers,
     freePort,
+    rootOnPath,
     startMicrosocks,
     startTinyproxy,
     waitForPort,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INTEGRITY_BYTES = int(os.environ.get("ENDPOINTKIT_RELAY_INTEGRITY_BYTES", str(1 << 30)))
 WAIT = 30.0
 """
@@ -61,10 +63,6 @@ The longest any single network wait in these tests may take.
 """
 
 _reactor: Any = reactor
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def within(d: Deferred[Any], seconds: float = WAIT) -> Deferred[Any]:
@@ -312,19 +310,15 @@ def _vmRSS(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-class RelayProcess:
+class RelayProcess(LoggedProcess):
     """
     C{endpointkit relay} as a real subprocess.
     """
 
     def __init__(self, test: TestCase, args: list[str], port: int | None,
                  command: list[str] | None = None) -> None:
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            (command or [PYTHON, "-m", "endpointkit", "relay"]) + args,
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            env=_env(), cwd=ROOT)
-        test.addCleanup(self.kill)
+        LoggedProcess.__init__(self, test, (command or [PYTHON, "-m", "endpointkit", "relay"])
+                               + args, WAIT)
         if port is not None:
             waitForPort(port, process=self.process, timeout=WAIT)
 
@@ -332,16 +326,6 @@ class RelayProcess:
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(WAIT)
         return code, self.output()
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode("utf-8", "replace")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(WAIT)
-        self.log.close()
 
 
 class RelayTestsMixin:
@@ -1050,22 +1034,23 @@ class RelayTestsMixin:
         """
         README: TCP to a backend through a SOCKS5 proxy.
         """
-        proxyPort = startMicrosocks(self)  # type: ignore[arg-type]
-        _backend, target = await self.echoBackend()
-        backendPort = int(target.rsplit(":", 1)[1])
-        connect = buildDescription("socks5", "127.0.0.1", backendPort,
-                                   endpoint=f"tcp:127.0.0.1:{proxyPort}")
-        service = await self.relay("tcp:0:interface=127.0.0.1", connect)
-        self.assertTrue(await self.roundTrip(service, halfClose=False))
+        await self.roundTripThroughProxy("socks5", startMicrosocks(self))  # type: ignore[arg-type]
 
     async def test_httpConnect(self) -> None:
         """
         README: TCP to a backend through an HTTP CONNECT proxy.
         """
-        proxyPort = startTinyproxy(self)  # type: ignore[arg-type]
+        await self.roundTripThroughProxy("httpconnect",
+                                         startTinyproxy(self))  # type: ignore[arg-type]
+
+    async def roundTripThroughProxy(self, prefix: str, proxyPort: int) -> None:
+        """
+        A relay to an echo backend through the C{prefix} proxy endpoint
+        around the proxy on loopback port C{proxyPort} carries a round trip.
+        """
         _backend, target = await self.echoBackend()
         backendPort = int(target.rsplit(":", 1)[1])
-        connect = buildDescription("httpconnect", "127.0.0.1", backendPort,
+        connect = buildDescription(prefix, "127.0.0.1", backendPort,
                                    endpoint=f"tcp:127.0.0.1:{proxyPort}")
         service = await self.relay("tcp:0:interface=127.0.0.1", connect)
         self.assertTrue(await self.roundTrip(service, halfClose=False))
@@ -1458,7 +1443,7 @@ class OptionsTests(TestCase):
             port = taken.getsockname()[1]
             result = subprocess.run(
                 [PYTHON, "-m", "endpointkit", "relay", f"tcp:{port}:interface=127.0.0.1",
-                 "tcp:127.0.0.1:9"], capture_output=True, env=_env(), timeout=WAIT)
+                 "tcp:127.0.0.1:9"], capture_output=True, env=rootOnPath(), timeout=WAIT)
         self.assertEqual(result.returncode, 1)
         self.assertIn(f"listen tcp:{port}:interface=127.0.0.1: address already in use",
                       result.stderr.decode())
@@ -1484,7 +1469,7 @@ class OptionsTests(TestCase):
         code = (f"import sys; sys.path.insert(0, {ROOT!r}); import twisted.plugins.endpointkit_relay as p;"
                 " print(p.endpointkitRelay.tapname);"
                 " print(sorted(m for m in sys.modules if m.startswith('endpointkit')))")
-        out = subprocess.run([PYTHON, "-c", code], capture_output=True, env=_env(),
+        out = subprocess.run([PYTHON, "-c", code], capture_output=True, env=rootOnPath(),
                              timeout=WAIT, check=True).stdout.decode().split("\n")
         self.assertEqual(out[0], "endpointkit-relay")
         self.assertEqual(out[1], "[]")

@@ -27,7 +27,6 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.names import dns
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import endpointkit
@@ -49,6 +48,7 @@ from endpointkit.srv import (
 )
 from endpointkit.tlswrap import TLSHandshakeError
 from tests._support import (
+    Exchange,
     freePort,
     requirePeer,
     selfSignedCertificate,
@@ -606,29 +606,6 @@ class Echo(Protocol):
     def dataReceived(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
-
-
-class Exchange(Protocol):
-    """
-    Sends C{ping}, closes when it comes back.
-    """
-
-    def __init__(self) -> None:
-        self.done: Deferred[bytes] = Deferred()
-        self.received = b""
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(b"ping")
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if self.received == b"ping" and self.transport is not None:
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if not self.done.called:
-            self.done.callback(self.received)
 
 
 class Server(Factory):
