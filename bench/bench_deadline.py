@@ -20,70 +20,23 @@ end, close), so that only the client's side is measured in this process.
 from __future__ import annotations
 
 import argparse
-import gc
+import os
 import statistics
-import subprocess
 import sys
-import time
 from typing import Any
 
-from twisted.internet import defer, reactor
-from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.python.failure import Failure
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from twisted.internet import defer, reactor
+
+from bench._common import DRAIN, interleaved, listener, printLatencies, runReactor, timedRound
 from endpointkit._grammar import buildDescription
 from endpointkit._parse import clientFromString
 from endpointkit.deadline import TimeoutEndpoint
 
-LISTENER = r"""
-import socket, sys
-server = socket.socket()
-server.bind(("127.0.0.1", 0))
-server.listen(128)
-print(server.getsockname()[1], flush=True)
-while True:
-    connection, _ = server.accept()
-    while connection.recv(65536):
-        pass
-    connection.close()
-"""
 
-
-class CloseAtOnce(Protocol):
-    """
-    Closes the connection as soon as it is made, and says when it is gone.
-    """
-
-    def __init__(self) -> None:
-        self.lost: defer.Deferred[None] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost.callback(None)
-
-
-class Closing(Factory):
-    noisy = False
-
-    def __init__(self) -> None:
-        self.last: CloseAtOnce | None = None
-
-    def buildProtocol(self, addr: Any) -> CloseAtOnce:
-        self.last = CloseAtOnce()
-        return self.last
-
-
-@defer.inlineCallbacks
 def oneRound(endpoint: Any) -> Any:
-    factory = Closing()
-    start = time.perf_counter()
-    yield endpoint.connect(factory)
-    assert factory.last is not None
-    yield factory.last.lost
-    return time.perf_counter() - start
+    return timedRound(endpoint).addCallback(lambda timed: timed[0])
 
 
 class TimerOnly:
@@ -122,28 +75,13 @@ def measure(rounds: int, port: int) -> Any:
             clientFromString(reactor, bare), 30, reactor),
         "callLater+cancel (reference)": TimerOnly(clientFromString(reactor, bare), 30),
     }
-    times: dict[str, list[float]] = {name: [] for name in endpoints}
-    names = list(endpoints)
-    for _ in range(min(100, rounds)):
-        for name in names:
-            yield oneRound(endpoints[name])
-    gc.collect()
-    for i in range(rounds):
-        # Alternate which goes first, so that neither always follows the other.
-        for name in (names if i % 2 == 0 else names[::-1]):
-            times[name].append((yield oneRound(endpoints[name])))
-    return times
+    return (yield interleaved(endpoints, rounds, min(100, rounds), oneRound))
 
 
 def report(times: dict[str, list[float]], rounds: int) -> None:
     (bareName, bare), *others = times.items()
     print(f"connect-and-close over loopback, {rounds} rounds each, interleaved")
-    print(f"{'endpoint':<34}{'median us':>11}{'mean us':>11}{'p90 us':>11}")
-    for name, samples in times.items():
-        ordered = sorted(samples)
-        print(f"{name:<34}{statistics.median(ordered) * 1e6:>11.1f}"
-              f"{statistics.fmean(ordered) * 1e6:>11.1f}"
-              f"{ordered[int(len(ordered) * 0.9)] * 1e6:>11.1f}")
+    printLatencies(times, 34)
     for name, samples in others:
         medianRatio = statistics.median(samples) / statistics.median(bare)
         meanRatio = statistics.fmean(samples) / statistics.fmean(bare)
@@ -157,20 +95,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2000)
     options = parser.parse_args()
     rounds = 200 if options.quick else options.rounds
-    listener = subprocess.Popen([sys.executable, "-c", LISTENER], stdout=subprocess.PIPE)
-    try:
-        assert listener.stdout is not None
-        port = int(listener.stdout.readline())
-        outcome: list[Any] = []
-        d = measure(rounds, port)
-        d.addBoth(outcome.append).addBoth(lambda _: reactor.stop())
-        reactor.run()
-    finally:
-        listener.kill()
-        listener.wait()
-    if isinstance(outcome[0], Failure):
-        outcome[0].raiseException()
-    report(outcome[0], rounds)
+    with listener(DRAIN) as port:
+        times = runReactor(lambda: measure(rounds, port))
+    report(times, rounds)
 
 
 if __name__ == "__main__":

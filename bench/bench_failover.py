@@ -38,61 +38,24 @@ of medians, per run, and with C{--runs} above 1 their spread is shown.
 from __future__ import annotations
 
 import argparse
-import gc
+import os
 import select
 import socket
 import statistics
-import subprocess
 import sys
-import time
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.python.failure import Failure
 
+from bench._common import DRAIN, freePort, interleaved, listener, runReactor, timedRound
 from endpointkit._grammar import buildDescription
 from endpointkit._parse import clientFromString
 from endpointkit.metrics import failoverMetrics
 
-LISTENER = r"""
-import socket, sys
-server = socket.socket()
-server.bind(("127.0.0.1", 0))
-server.listen(128)
-print(server.getsockname()[1], flush=True)
-while True:
-    connection, _ = server.accept()
-    while connection.recv(65536):
-        pass
-    connection.close()
-"""
-
 SLOW = 0.5
-
-
-class CloseAtOnce(Protocol):
-    def __init__(self) -> None:
-        self.lost: defer.Deferred[None] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost.callback(None)
-
-
-class Closing(Factory):
-    noisy = False
-
-    def __init__(self) -> None:
-        self.last: CloseAtOnce | None = None
-
-    def buildProtocol(self, addr: Any) -> CloseAtOnce:
-        self.last = CloseAtOnce()
-        return self.last
 
 
 class Slow:
@@ -160,22 +123,8 @@ def blackhole() -> tuple[int, list[socket.socket]]:
     raise SystemExit("could not fill a listen queue")
 
 
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@defer.inlineCallbacks
 def oneRound(endpoint: Any) -> Any:
-    factory = Closing()
-    start = time.perf_counter()
-    cpu = time.thread_time()
-    yield endpoint.connect(factory)
-    assert factory.last is not None
-    yield factory.last.lost
-    return time.perf_counter() - start, time.thread_time() - cpu
+    return timedRound(endpoint).addCallback(lambda timed: timed[:2])
 
 
 TARGETS = ("fallback: refused first", "fallback: blackholed first",
@@ -224,15 +173,7 @@ def measure(rounds: int, live: int, dark: int) -> Any:
     # attemptTimeout), then warm-up.
     for endpoint in endpoints.values():
         yield oneRound(endpoint)
-    names = list(endpoints)
-    for _ in range(min(100, rounds)):
-        for name in names:
-            yield oneRound(endpoints[name])
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in endpoints}
-    gc.collect()
-    for i in range(rounds):
-        for name in (names if i % 2 == 0 else names[::-1]):
-            times[name].append((yield oneRound(endpoints[name])))
+    times = yield interleaved(endpoints, rounds, min(100, rounds), oneRound)
     # The slow member first, with the stagger: it waits 0.25 s by design.
     staggered = race(0, 0.25)
     waited: list[tuple[float, float]] = []
@@ -294,31 +235,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     options = parser.parse_args()
     rounds, runs = (200, 1) if options.quick else (options.rounds, options.runs)
-    listener = subprocess.Popen([sys.executable, "-c", LISTENER], stdout=subprocess.PIPE)
     dark, held = blackhole()
-    outcome: list[Any] = []
     try:
-        assert listener.stdout is not None
-        port = int(listener.stdout.readline())
+        with listener(DRAIN) as port:
 
-        @defer.inlineCallbacks
-        def allRuns() -> Any:
-            done = []
-            for _ in range(runs):
-                done.append((yield measure(rounds, port, dark)))
-            return done
+            @defer.inlineCallbacks
+            def allRuns() -> Any:
+                done = []
+                for _ in range(runs):
+                    done.append((yield measure(rounds, port, dark)))
+                return done
 
-        d = allRuns()
-        d.addBoth(outcome.append).addBoth(lambda _: reactor.stop())
-        reactor.run()
+            results = runReactor(allRuns)
     finally:
-        listener.kill()
-        listener.wait()
         for s in held:
             s.close()
-    if isinstance(outcome[0], Failure):
-        outcome[0].raiseException()
-    report(outcome[0], rounds)
+    report(results, rounds)
 
 
 if __name__ == "__main__":

@@ -16,21 +16,28 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import connectProtocol
-from twisted.internet.protocol import Protocol
 
+from bench._common import (
+    EchoOnce,
+    freePort,
+    program,
+    spawn,
+    stopProcesses,
+    timedDownload,
+    timedRound,
+    waitForPort,
+)
 from endpointkit import buildDescription, clientFromString
 
 MiB = 1024 * 1024
@@ -79,90 +86,20 @@ echo.serve_forever()
 """
 
 
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def waitForPort(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
-
-
 class Peers:
     def __init__(self) -> None:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.directory = tempfile.mkdtemp(prefix="bench_proxy")
 
     def start(self, argv: list[str], *ports: int) -> None:
-        self.processes.append(subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True))
+        process = spawn(argv)
+        self.processes.append(process)
         for port in ports:
-            waitForPort(port)
+            waitForPort(port, process, 10)
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stopProcesses(self.processes)
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def program(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}")
-                                  else None)
-    if path is None:
-        raise SystemExit(f"{name} is not installed (apt-get install {name})")
-    return path
-
-
-class PingPong(Protocol):
-    def __init__(self) -> None:
-        self.done: defer.Deferred[None] = defer.Deferred()
-        self.received = b""
-
-    def connectionMade(self) -> None:
-        self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
-        self.transport.write(b"ping")  # type: ignore[union-attr]
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if len(self.received) >= 4:
-            self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done.callback(None)
-
-
-class Download(Protocol):
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.received = 0
-        self.done: defer.Deferred[int] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(  # type: ignore[union-attr]
-            b"GET /%d HTTP/1.1\r\nHost: source\r\n\r\n" % self.size)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += len(data)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done.callback(self.received)
 
 
 @defer.inlineCallbacks
@@ -170,24 +107,18 @@ def latency(description: str, count: int) -> Any:
     endpoint = clientFromString(reactor, description)
     times = []
     for _ in range(count):
-        start = time.perf_counter()
-        client = PingPong()
-        yield connectProtocol(endpoint, client)  # type: ignore[no-untyped-call]
-        yield client.done
+        elapsed, _, client = yield timedRound(endpoint, partial(EchoOnce, noDelay=True))
         if client.received != b"ping":
             raise SystemExit(f"{description}: echo returned {client.received!r}")
-        times.append(time.perf_counter() - start)
+        times.append(elapsed)
     times.sort()
     return times[len(times) // 2]
 
 
 @defer.inlineCallbacks
 def bulk(description: str, size: int) -> Any:
-    client = Download(size)
-    start = time.perf_counter()
-    yield connectProtocol(clientFromString(reactor, description), client)  # type: ignore[no-untyped-call]
-    received = yield client.done
-    elapsed = time.perf_counter() - start
+    received, elapsed = yield timedDownload(clientFromString(reactor, description),
+                                            b"GET /%d HTTP/1.1\r\nHost: source\r\n\r\n" % size)
     if received < size:
         raise SystemExit(f"{description}: got {received} of {size} bytes")
     return size / elapsed / MiB

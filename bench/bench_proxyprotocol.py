@@ -47,30 +47,14 @@ import tempfile
 import time
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._common import cpuSeconds, freePort, program, stopProcesses, waitForPort
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 APP = os.path.join(ROOT, "tests", "pp_app.tac")
 MESSAGE = b"hi\n"
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def waitForPort(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            try:
-                s.connect(("127.0.0.1", port))
-                return
-            except OSError:
-                time.sleep(0.1)
-    raise SystemExit(f"nothing listened on 127.0.0.1:{port} within {timeout:g} s")
 
 
 def load(port: int, seconds: float, concurrency: int) -> tuple[int, int]:
@@ -158,15 +142,6 @@ def connectAndEcho(port: int) -> tuple[float, bytes]:
     return elapsed, reply + f" (client port {own})".encode()
 
 
-def cpuSeconds(pid: int) -> float:
-    """
-    The user and system CPU time process C{pid} has used so far.
-    """
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def benchRelay(options: argparse.Namespace, twistd: str, workdir: str,
                processes: list[subprocess.Popen[bytes]]) -> None:
     """
@@ -193,7 +168,7 @@ def benchRelay(options: argparse.Namespace, twistd: str, workdir: str,
             env=relayEnv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL))
     for port in [backend, *ports.values()]:
-        waitForPort(port)
+        waitForPort(port, timeout=30)
     # Warm up, and check that the header arrives: through --send-proxy the
     # backend sees the client's own port, otherwise the relay's.
     for name, port in ports.items():
@@ -243,9 +218,7 @@ def main() -> None:
     options = parser.parse_args()
     if options.quick:
         options.seconds, options.rounds, options.connections = 1.0, 2, 100
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    if not os.access(haproxy, os.X_OK):
-        raise SystemExit("haproxy is not installed (apt-get install haproxy)")
+    haproxy = program("haproxy")
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
     workdir = tempfile.mkdtemp(prefix="bench-pp-")
     processes: list[subprocess.Popen[bytes]] = []
@@ -281,7 +254,7 @@ def main() -> None:
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
         for port in [*backends.values(), *fronts.values()]:
-            waitForPort(port)
+            waitForPort(port, timeout=30)
         # Warm up both, and check that each answers with the client's address.
         for name, port in fronts.items():
             with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -311,13 +284,7 @@ def main() -> None:
         print(f"\nratio proxyprotocol: / haproxy: = {ratio:.2f} (target >= 1.0)")
         benchRelay(options, twistd, workdir, processes)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stopProcesses(processes, 10)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -40,6 +40,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._common import freePort, waitForPort
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PYTHON = sys.executable
@@ -259,7 +263,7 @@ def runRate(seconds: float, rounds: int) -> dict[str, float]:
                                            stderr=subprocess.DEVNULL, env=env, cwd=tmp)
                 processes.append((name, port, process))
             for _name, port, process in processes:
-                waitFor(port, process)
+                waitForPort(port, process)
             for round in range(rounds):
                 order = processes if round % 2 == 0 else processes[::-1]
                 for name, port, _ in order:
@@ -386,7 +390,7 @@ def runMetrics(total: int, seconds: float, rounds: int) -> None:
                          f"tcp:127.0.0.1:{target}"], stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp)
                     processes.append(process)
-                    waitFor(port, process)
+                    waitForPort(port, process)
                     pair.append(port)
                 ports.append((name, pair[0], pair[1]))
             for round in range(rounds):
@@ -432,26 +436,6 @@ def runMetrics(total: int, seconds: float, rounds: int) -> None:
             print(f"{withMetrics:32} {what}: {measured:8.0f} {unit:14} vs {base:8.0f} "
                   f"without: {measured / base:.3f}x")
     print("targets: bulk >= 0.97x, connections/s >= 0.95x")
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def waitFor(port: int, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listened on {port}")
 
 
 def _tree(pid: int) -> list[int]:
@@ -551,7 +535,7 @@ def run(total: int, streamCounts: Sequence[int], repeat: int) -> None:
                                                stdout=subprocess.DEVNULL,
                                                stderr=subprocess.DEVNULL, env=env,
                                                cwd=tmp)
-                    waitFor(port, process)
+                    waitForPort(port, process)
                 else:
                     port = target
                 sampler = PeakRSS(process.pid) if process else None

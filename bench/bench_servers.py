@@ -30,20 +30,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._common import freePort, stopProcesses
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PIDECHO = os.path.join(ROOT, "tests", "servers_pidecho.py")
 MESSAGE = b"ping\n"
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def loadMain(port: int, seconds: float, concurrency: int) -> None:
@@ -119,22 +115,10 @@ def startServers(description: str, count: int, workdir: str) -> list[subprocess.
     for process, ready in zip(processes, readies, strict=True):
         while not os.path.exists(ready):
             if process.poll() is not None or time.monotonic() > deadline:
-                stopServers(processes)
+                stopProcesses(processes, 10)
                 raise SystemExit(f"server for {description} did not start")
             time.sleep(0.05)
     return processes
-
-
-def stopServers(processes: Sequence[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def measure(description: str, processes: int, port: int, seconds: float,
@@ -145,7 +129,7 @@ def measure(description: str, processes: int, port: int, seconds: float,
             [sys.executable, __file__, "--load", str(port), str(seconds), str(concurrency)],
             capture_output=True, check=True, timeout=seconds + 60).stdout
     finally:
-        stopServers(servers)
+        stopProcesses(servers, 10)
     result: dict[str, Any] = json.loads(output)
     if result["failed"]:
         sys.stderr.write(f"  {description}: {result['failed']} failed connections\n")

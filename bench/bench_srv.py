@@ -24,7 +24,6 @@ measured here.  Rows:
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import shutil
 import socket
@@ -32,77 +31,38 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from functools import partial
 from typing import Any
 
-from twisted.internet import defer, reactor
-from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.python.failure import Failure
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from twisted.internet import defer, reactor
+
+from bench._common import (
+    ECHO,
+    EchoOnce,
+    interleaved,
+    listener,
+    printLatencies,
+    program,
+    runReactor,
+    spawn,
+    stopProcesses,
+    timedRound,
+    waitForPort,
+)
 from endpointkit._grammar import buildDescription
 from endpointkit._parse import clientFromString
 from endpointkit.srv import SRVClientEndpoint, SRVTarget
 
-ECHO = r"""
-import socket
-server = socket.socket()
-server.bind(("127.0.0.1", 0))
-server.listen(128)
-print(server.getsockname()[1], flush=True)
-while True:
-    connection, _ = server.accept()
-    while data := connection.recv(65536):
-        connection.sendall(data)
-    connection.close()
-"""
-
 MESSAGE = b"ping"
-
-
-class EchoOnce(Protocol):
-    """
-    Sends a small message, closes when it has come back, and says when the
-    connection is gone.
-    """
-
-    def __init__(self) -> None:
-        self.lost: defer.Deferred[None] = defer.Deferred()
-        self.received = b""
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(MESSAGE)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if len(self.received) >= len(MESSAGE) and self.transport is not None:
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost.callback(None)
-
-
-class Echoing(Factory):
-    noisy = False
-
-    def __init__(self) -> None:
-        self.last: EchoOnce | None = None
-
-    def buildProtocol(self, addr: Any) -> EchoOnce:
-        self.last = EchoOnce()
-        return self.last
 
 
 @defer.inlineCallbacks
 def oneRound(endpoint: Any) -> Any:
-    factory = Echoing()
-    start = time.perf_counter()
-    yield endpoint.connect(factory)
-    assert factory.last is not None
-    yield factory.last.lost
-    elapsed = time.perf_counter() - start
-    if factory.last.received != MESSAGE:
-        raise AssertionError(f"echo came back as {factory.last.received!r}")
+    elapsed, _, protocol = yield timedRound(endpoint, partial(EchoOnce, MESSAGE))
+    if protocol.received != MESSAGE:
+        raise AssertionError(f"echo came back as {protocol.received!r}")
     return elapsed
 
 
@@ -121,25 +81,20 @@ def freeDNSPort() -> int:
 
 
 def startDnsmasq(directory: str, target: int) -> tuple[subprocess.Popen[bytes], int]:
-    program = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-    if not os.access(program, os.X_OK):
-        raise SystemExit("dnsmasq is not installed (apt-get install dnsmasq-base)")
     port = freeDNSPort()
-    process = subprocess.Popen([
-        program, "-k", "--no-resolv", "--no-hosts", "-p", str(port),
+    process = spawn([
+        program("dnsmasq", "dnsmasq-base"), "-k", "--no-resolv", "--no-hosts", "-p", str(port),
         "--listen-address=127.0.0.1", "--bind-interfaces",
         f"--pid-file={directory}/dnsmasq.pid", "--local=/example.test/", "--local-ttl=3600",
         "--host-record=a.example.test,127.0.0.1",
         f"--srv-host=_echo._tcp.example.test,a.example.test,{target},0,10",
-    ], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return process, port
-        time.sleep(0.05)
-    process.kill()
-    raise SystemExit("dnsmasq did not start")
+    ])
+    try:
+        waitForPort(port, process, 10)
+    except SystemExit:
+        stopProcesses([process])
+        raise SystemExit("dnsmasq did not start")
+    return process, port
 
 
 @defer.inlineCallbacks
@@ -163,29 +118,14 @@ def measure(rounds: int, target: int, dns: int) -> Any:
         "tcp:127.0.0.1:PORT (ref.)": clientFromString(
             reactor, buildDescription("tcp", "127.0.0.1", target)),
     }
-    times: dict[str, list[float]] = {name: [] for name in endpoints}
-    names = list(endpoints)
-    for _ in range(min(50, rounds)):
-        for name in names:
-            yield oneRound(endpoints[name])
-    gc.collect()
-    for i in range(rounds):
-        # Alternate which goes first, so that neither always follows the other.
-        for name in (names if i % 2 == 0 else names[::-1]):
-            times[name].append((yield oneRound(endpoints[name])))
-    return times
+    return (yield interleaved(endpoints, rounds, min(50, rounds), oneRound))
 
 
 def report(times: dict[str, list[float]], rounds: int) -> None:
     (baseName, base), *others = times.items()
     print(f"connect, {len(MESSAGE)}-byte echo, close over loopback; {rounds} rounds each, "
           "interleaved")
-    print(f"{'endpoint':<32}{'median us':>11}{'mean us':>11}{'p90 us':>11}")
-    for name, samples in times.items():
-        ordered = sorted(samples)
-        print(f"{name:<32}{statistics.median(ordered) * 1e6:>11.1f}"
-              f"{statistics.fmean(ordered) * 1e6:>11.1f}"
-              f"{ordered[int(len(ordered) * 0.9)] * 1e6:>11.1f}")
+    printLatencies(times, 32)
     for name, samples in others:
         print(f"ratio {name} / {baseName}: median "
               f"{statistics.median(samples) / statistics.median(base):.3f}")
@@ -202,25 +142,15 @@ def main() -> None:
     options = parser.parse_args()
     rounds = 200 if options.quick else options.rounds
     directory = tempfile.mkdtemp(prefix="bench-srv-")
-    echo = subprocess.Popen([sys.executable, "-c", ECHO], stdout=subprocess.PIPE)
     dnsmasq: subprocess.Popen[bytes] | None = None
     try:
-        assert echo.stdout is not None
-        target = int(echo.stdout.readline())
-        dnsmasq, dns = startDnsmasq(directory, target)
-        outcome: list[Any] = []
-        d = measure(rounds, target, dns)
-        d.addBoth(outcome.append).addBoth(lambda _: reactor.stop())
-        reactor.run()
+        with listener(ECHO) as target:
+            dnsmasq, dns = startDnsmasq(directory, target)
+            times = runReactor(lambda: measure(rounds, target, dns))
     finally:
-        for process in (echo, dnsmasq):
-            if process is not None:
-                process.kill()
-                process.wait()
+        stopProcesses([dnsmasq])
         shutil.rmtree(directory, ignore_errors=True)
-    if isinstance(outcome[0], Failure):
-        outcome[0].raiseException()
-    report(outcome[0], rounds)
+    report(times, rounds)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,9 +30,17 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import connectProtocol
-from twisted.internet.protocol import Protocol
 
+from bench._common import (
+    EchoOnce,
+    freePort,
+    program,
+    spawn,
+    stopProcesses,
+    timedDownload,
+    timedRound,
+    waitForPort,
+)
 from endpointkit import buildDescription, clientFromString, closeSharedConnections
 
 MiB = 1024 * 1024
@@ -84,77 +90,13 @@ source.serve_forever()
 """
 
 
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def waitForPort(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            try:
-                s.connect(("127.0.0.1", port))
-                return
-            except OSError:
-                time.sleep(0.05)
-    raise SystemExit(f"nothing listened on {port}")
-
-
-def program(name: str) -> str:
-    found = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}")
-                                   else None)
-    if found is None:
-        raise SystemExit(f"{name} is needed (apt-get install openssh-server openssh-client "
-                         "socat)")
-    return found
-
-
-class Sink(Protocol):
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.count = 0
-        self.done: defer.Deferred[int] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(self.size.to_bytes(8, "big"))
-
-    def dataReceived(self, data: bytes) -> None:
-        self.count += len(data)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done.callback(self.count)
-
-
-class Ping(Protocol):
-    def __init__(self) -> None:
-        self.done: defer.Deferred[None] = defer.Deferred()
-        self.received = b""
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(b"ping")
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if len(self.received) >= 4 and self.transport is not None:
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Any = None) -> None:
-        if not self.done.called:
-            self.done.callback(None)
+PACKAGES = "openssh-server openssh-client socat"
 
 
 @defer.inlineCallbacks
 def bulk(description: str, size: int) -> Any:
-    sink = Sink(size)
-    started = time.perf_counter()
-    yield connectProtocol(clientFromString(_reactor, description), sink)  # type: ignore[no-untyped-call]
-    count = yield sink.done
-    elapsed = time.perf_counter() - started
+    count, elapsed = yield timedDownload(clientFromString(_reactor, description),
+                                         size.to_bytes(8, "big"))
     if count != size:
         raise SystemExit(f"{description}: got {count} of {size} bytes")
     return size / MiB / elapsed
@@ -162,11 +104,8 @@ def bulk(description: str, size: int) -> Any:
 
 @defer.inlineCallbacks
 def ping(description: str) -> Any:
-    client = Ping()
-    started = time.perf_counter()
-    yield connectProtocol(clientFromString(_reactor, description), client)  # type: ignore[no-untyped-call]
-    yield client.done
-    return time.perf_counter() - started
+    elapsed, _, _ = yield timedRound(clientFromString(_reactor, description), EchoOnce)
+    return elapsed
 
 
 def sshW(argv: list[str]) -> float:
@@ -189,16 +128,15 @@ def main(options: argparse.Namespace) -> Any:
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(argv: list[str]) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        process = spawn(argv)
         processes.append(process)
         return process
 
     try:
         os.makedirs("/run/sshd", exist_ok=True)
         for name in ("host", "user"):
-            subprocess.run([program("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f",
-                            os.path.join(directory, name)], check=True)
+            subprocess.run([program("ssh-keygen", PACKAGES), "-q", "-t", "ed25519", "-N", "",
+                            "-f", os.path.join(directory, name)], check=True)
         key = os.path.join(directory, "user")
         sshdPort, sourcePort, echoPort, socatPort, forwardPort = (freePort() for _ in range(5))
         config = os.path.join(directory, "sshd_config")
@@ -207,21 +145,23 @@ def main(options: argparse.Namespace) -> Any:
                     f"AuthorizedKeysFile {key}.pub\nUsePAM no\nStrictModes no\nPidFile none\n"
                     f"PasswordAuthentication no\nCiphers {CIPHER}\nMACs {MAC}\n"
                     "MaxStartups 100:30:200\n")
-        start([program("sshd"), "-D", "-f", config, "-E", os.path.join(directory, "log")])
+        start([program("sshd", PACKAGES), "-D", "-f", config,
+               "-E", os.path.join(directory, "log")])
         start([sys.executable, "-c", SERVERS, str(sourcePort), str(echoPort)])
-        start([program("socat"), f"TCP-LISTEN:{socatPort},bind=127.0.0.1,reuseaddr,fork",
-               "EXEC:cat"])
+        start([program("socat", PACKAGES),
+               f"TCP-LISTEN:{socatPort},bind=127.0.0.1,reuseaddr,fork", "EXEC:cat"])
         for port in (sshdPort, sourcePort, echoPort, socatPort):
             waitForPort(port)
         knownHosts = os.path.join(directory, "known_hosts")
         with open(knownHosts, "w") as f:
-            f.write(subprocess.run([program("ssh-keyscan"), "-p", str(sshdPort), "127.0.0.1"],
-                                   capture_output=True, check=True, text=True).stdout)
+            f.write(subprocess.run([program("ssh-keyscan", PACKAGES), "-p", str(sshdPort),
+                                    "127.0.0.1"], capture_output=True, check=True,
+                                   text=True).stdout)
         sshOptions = ["-i", key, "-o", f"UserKnownHostsFile={knownHosts}", "-o",
                       "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-c", CIPHER, "-m", MAC,
                       "-p", str(sshdPort)]
-        start([program("ssh"), "-N", "-L", f"127.0.0.1:{forwardPort}:127.0.0.1:{sourcePort}",
-               *sshOptions, "127.0.0.1"])
+        start([program("ssh", PACKAGES), "-N", "-L",
+               f"127.0.0.1:{forwardPort}:127.0.0.1:{sourcePort}", *sshOptions, "127.0.0.1"])
         waitForPort(forwardPort)
 
         def ssh(target: int, **extra: Any) -> str:
@@ -248,7 +188,8 @@ def main(options: argparse.Namespace) -> Any:
         spawned: list[float] = []
         count = 10 if options.quick else 20
         yield ping(ssh(echoPort))
-        wArgv = [program("ssh"), "-W", f"127.0.0.1:{echoPort}", *sshOptions, "127.0.0.1"]
+        wArgv = [program("ssh", PACKAGES), "-W", f"127.0.0.1:{echoPort}", *sshOptions,
+                 "127.0.0.1"]
         for _ in range(count):
             shared.append((yield ping(ssh(echoPort))))
             fresh.append((yield ping(ssh(echoPort, share="no"))))
@@ -273,14 +214,7 @@ def main(options: argparse.Namespace) -> Any:
         print(f"({os.cpu_count()} CPUs, shared machine: indicative figures)")
         yield closeSharedConnections()
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)
+        stopProcesses(processes)
         shutil.rmtree(directory, ignore_errors=True)
 
 

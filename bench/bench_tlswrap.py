@@ -22,7 +22,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,18 +29,14 @@ import tempfile
 import time
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._common import freePort, stopProcesses, waitForPort
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
 
 CHUNK = 256 * 1024
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def serve(description: str, bulkBytes: int) -> None:
@@ -95,19 +90,6 @@ def serve(description: str, bulkBytes: int) -> None:
     factory.noisy = False
     endpointkit.serverFromString(reactor, description).listen(factory)
     reactor.run()
-
-
-def waitForPort(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server on {port} exited with {process.returncode}")
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listened on {port} within {timeout} s")
 
 
 def makeCertificate(directory: str) -> tuple[str, str, str]:
@@ -276,11 +258,11 @@ def main() -> None:
                 [python, os.path.abspath(__file__), "--serve", description,
                  "--bulk-bytes", str(size)], env=env, stdin=subprocess.DEVNULL)
             configs[name] = (port, process)
-            waitForPort(port, process)
+            waitForPort(port, process, 20)
         port = freePort()
         nginx = startNginx(directory, port, crt, key, bulkFile)
         configs["nginx (reference)"] = (port, nginx)
-        waitForPort(port, nginx)
+        waitForPort(port, nginx, 20)
         rates: dict[str, list[float]] = {name: [] for name in configs}
         speeds: dict[str, list[float]] = {name: [] for name in configs}
         for round in range(args.rounds):
@@ -293,13 +275,7 @@ def main() -> None:
         shutil.rmtree(directory, ignore_errors=True)
         raise
     finally:
-        for _, process in configs.values():
-            process.terminate()
-        for _, process in configs.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stopProcesses([process for _, process in configs.values()], 10)
     base = "ssl: (Twisted)"
     medianRate = {name: statistics.median(values) for name, values in rates.items()}
     medianSpeed = {name: statistics.median(values) for name, values in speeds.items()}

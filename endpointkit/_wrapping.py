@@ -1,6 +1,6 @@
 """
-The protocol and factory wrappers that endpointkit's server wrappers build
-on: they pass through what Twisted's own C{ProtocolWrapper} drops.
+The protocol, factory and port wrappers that endpointkit's server wrappers
+build on: they pass through what Twisted's own C{ProtocolWrapper} drops.
 """
 
 from __future__ import annotations
@@ -8,22 +8,45 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
+from twisted.internet import defer
 from twisted.internet.interfaces import (
     IAddress,
     IFileDescriptorReceiver,
     IHalfCloseableProtocol,
     IHandshakeListener,
+    IListeningPort,
     IProtocolNegotiationFactory,
 )
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from zope.interface import alsoProvides
+from zope.interface import alsoProvides, implementer
 
 from endpointkit._compat import WrappingFactoryBase
 
 _RELAYED = (IHalfCloseableProtocol, IHandshakeListener, IFileDescriptorReceiver)
 
 
-class PassThroughProtocol(ProtocolWrapper):
+class RelayedEvents:
+    """
+    Passes the half-close, TLS handshake and file descriptor events (the
+    interfaces in C{_RELAYED}) to C{self.wrappedProtocol}; a wrapper that
+    provides one of those interfaces only when its wrapped protocol does
+    inherits these.
+    """
+
+    def readConnectionLost(self) -> None:
+        cast(Any, self).wrappedProtocol.readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        cast(Any, self).wrappedProtocol.writeConnectionLost()
+
+    def handshakeCompleted(self) -> None:
+        cast(Any, self).wrappedProtocol.handshakeCompleted()
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        cast(Any, self).wrappedProtocol.fileDescriptorReceived(descriptor)
+
+
+class PassThroughProtocol(RelayedEvents, ProtocolWrapper):
     """
     A L{ProtocolWrapper} that also passes half-close, TLS handshake and file
     descriptor events to the wrapped protocol, when that protocol takes
@@ -37,18 +60,6 @@ class PassThroughProtocol(ProtocolWrapper):
         relayed = [i for i in _RELAYED if i.providedBy(self.wrappedProtocol)]
         if relayed:
             alsoProvides(self, *relayed)
-
-    def readConnectionLost(self) -> None:
-        cast(Any, self.wrappedProtocol).readConnectionLost()
-
-    def writeConnectionLost(self) -> None:
-        cast(Any, self.wrappedProtocol).writeConnectionLost()
-
-    def handshakeCompleted(self) -> None:
-        cast(Any, self.wrappedProtocol).handshakeCompleted()
-
-    def fileDescriptorReceived(self, descriptor: int) -> None:
-        cast(Any, self.wrappedProtocol).fileDescriptorReceived(descriptor)
 
 
 class PassThroughFactory(WrappingFactoryBase):
@@ -79,3 +90,32 @@ class PassThroughFactory(WrappingFactoryBase):
         if wrapped is None:
             return None
         return self.protocol(self, wrapped)
+
+
+@implementer(IListeningPort)
+class PassThroughPort:
+    """
+    The listening port of a server wrapper: it stands for the wrapped
+    endpoint's port (C{wrappedPort}, as L{endpointkit.lifecycle} looks for
+    it), and starts, stops and gives its address through that port.  Open
+    connections stay open when it stops.
+
+    @ivar wrappedPort: the port of the wrapped endpoint.
+    """
+
+    def __init__(self, wrappedPort: IListeningPort) -> None:
+        self.wrappedPort: Any = wrappedPort
+
+    def startListening(self) -> None:
+        self.wrappedPort.startListening()
+
+    def stopListening(self) -> defer.Deferred[None]:
+        """
+        Stop the wrapped port; fires when it is closed.
+        """
+        stopped: defer.Deferred[None] = defer.maybeDeferred(self.wrappedPort.stopListening)
+        return stopped
+
+    def getHost(self) -> IAddress:
+        host: IAddress = self.wrappedPort.getHost()
+        return host

@@ -51,7 +51,7 @@ from zope.interface import implementer
 
 from endpointkit._kinds import Bool, Int, Nested, Seconds, String
 from endpointkit._schema import Arg, EndpointType, Parsed
-from endpointkit._wrapping import PassThroughFactory, PassThroughProtocol
+from endpointkit._wrapping import PassThroughFactory, PassThroughPort, PassThroughProtocol
 
 if TYPE_CHECKING:
     from endpointkit.metrics import LimitMetrics
@@ -329,8 +329,7 @@ class LimitingFactory(PassThroughFactory):
                 acceptor.startReading()
 
 
-@implementer(IListeningPort)
-class LimitPort:
+class LimitPort(PassThroughPort):
     """
     The listening port of a C{limit:} endpoint: the wrapped port, plus the
     counters.
@@ -340,7 +339,7 @@ class LimitPort:
     """
 
     def __init__(self, wrappedPort: IListeningPort, factory: LimitingFactory) -> None:
-        self.wrappedPort: Any = wrappedPort
+        PassThroughPort.__init__(self, wrappedPort)
         self.factory = factory
         factory.port = wrappedPort
 
@@ -398,7 +397,7 @@ class LimitPort:
 
     def startListening(self) -> None:
         self.factory.port = self.wrappedPort
-        self.wrappedPort.startListening()
+        PassThroughPort.startListening(self)
 
     def stopListening(self) -> defer.Deferred[None]:
         """
@@ -409,12 +408,7 @@ class LimitPort:
         if self.factory.paused and self.factory.metrics is not None:
             self.factory.metrics.setPaused(False)
         self.factory.paused = False
-        stopped: defer.Deferred[None] = defer.maybeDeferred(self.wrappedPort.stopListening)
-        return stopped
-
-    def getHost(self) -> IAddress:
-        host: IAddress = self.wrappedPort.getHost()
-        return host
+        return PassThroughPort.stopListening(self)
 
 
 @implementer(IStreamServerEndpoint)

@@ -76,7 +76,7 @@ import ipaddress
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.abstract import FileDescriptor
@@ -118,7 +118,13 @@ from endpointkit._proxyheader import (
     buildHeader,
 )
 from endpointkit._schema import Arg, EndpointType
-from endpointkit._wrapping import _RELAYED, PassThroughFactory, PassThroughProtocol
+from endpointkit._wrapping import (
+    _RELAYED,
+    PassThroughFactory,
+    PassThroughPort,
+    PassThroughProtocol,
+    RelayedEvents,
+)
 
 __all__ = [
     "IOriginalConnection",
@@ -648,15 +654,14 @@ class ProxyHeaderFactory(PassThroughFactory):
         return ProxyHeaderProtocol(self)
 
 
-@implementer(IListeningPort)
-class ProxyProtocolPort:
+class ProxyProtocolPort(PassThroughPort):
     """
     The listening port of a C{proxyprotocol:} server endpoint: the wrapped
     port (C{wrappedPort}); its client description sends a PROXY header.
     """
 
     def __init__(self, wrappedPort: IListeningPort, factory: ProxyHeaderFactory) -> None:
-        self.wrappedPort: Any = wrappedPort
+        PassThroughPort.__init__(self, wrappedPort)
         self.factory = factory
 
     def __repr__(self) -> str:
@@ -674,17 +679,6 @@ class ProxyProtocolPort:
 
         return buildDescription("proxyprotocol", endpoint=clientDescriptionFor(
             self.wrappedPort, hostname, trustRoots))
-
-    def startListening(self) -> None:
-        self.wrappedPort.startListening()
-
-    def stopListening(self) -> defer.Deferred[None]:
-        stopped: defer.Deferred[None] = defer.maybeDeferred(self.wrappedPort.stopListening)
-        return stopped
-
-    def getHost(self) -> IAddress:
-        host: IAddress = self.wrappedPort.getHost()
-        return host
 
 
 @implementer(IStreamServerEndpoint)
@@ -754,7 +748,7 @@ def _originalOf(factory: Any) -> Any:
 
 
 @implementer(IProtocol)
-class ProxyHeaderSendingProtocol:
+class ProxyHeaderSendingProtocol(RelayedEvents):
     """
     A client connection that writes its PROXY header, in one write, before
     the wrapped protocol is connected.  The wrapped protocol then gets the
@@ -807,18 +801,6 @@ class ProxyHeaderSendingProtocol:
         """
         Nothing: the wrapped protocol is connected by L{makeConnection}.
         """
-
-    def readConnectionLost(self) -> None:
-        cast(Any, self.wrappedProtocol).readConnectionLost()
-
-    def writeConnectionLost(self) -> None:
-        cast(Any, self.wrappedProtocol).writeConnectionLost()
-
-    def handshakeCompleted(self) -> None:
-        cast(Any, self.wrappedProtocol).handshakeCompleted()
-
-    def fileDescriptorReceived(self, descriptor: int) -> None:
-        cast(Any, self.wrappedProtocol).fileDescriptorReceived(descriptor)
 
 
 _senderClasses: dict[tuple[Any, ...], type[ProxyHeaderSendingProtocol]] = {}

@@ -114,6 +114,7 @@ from endpointkit._compat import clientConnectionFrom, wrapClientTLS, wrapServerT
 from endpointkit._grammar import DescriptionError, buildDescription, didYouMean
 from endpointkit._kinds import Bool, Choice, Host, Invalid, Kind, Nested, Path, Seconds, String
 from endpointkit._schema import Arg, EndpointType, Parsed
+from endpointkit._wrapping import PassThroughPort
 
 __all__ = [
     "CertificateHostnameMismatch",
@@ -972,8 +973,7 @@ def reloadCertificates(portOrEndpoint: Any) -> list[ReloadResult]:
     return found
 
 
-@implementer(IListeningPort)
-class TLSWrapPort:
+class TLSWrapPort(PassThroughPort):
     """
     The listening port of a C{tlswrap:} server: the wrapped port
     (C{wrappedPort}, as L{endpointkit.lifecycle} looks for it), plus
@@ -984,25 +984,11 @@ class TLSWrapPort:
     """
 
     def __init__(self, wrappedPort: IListeningPort, certificates: ServerCertificates) -> None:
-        self.wrappedPort: Any = wrappedPort
+        PassThroughPort.__init__(self, wrappedPort)
         self.certificates = certificates
 
     def __repr__(self) -> str:
         return f"<TLSWrapPort {self.certificates.names()!r} over {self.wrappedPort!r}>"
-
-    def startListening(self) -> None:
-        self.wrappedPort.startListening()
-
-    def stopListening(self) -> defer.Deferred[None]:
-        """
-        Stop the wrapped port; open connections stay open.
-        """
-        stopped: defer.Deferred[None] = defer.maybeDeferred(self.wrappedPort.stopListening)
-        return stopped
-
-    def getHost(self) -> IAddress:
-        host: IAddress = self.wrappedPort.getHost()
-        return host
 
     def reload(self) -> ReloadResult:
         """

@@ -14,9 +14,15 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from twisted.internet import defer, protocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
+from zope.interface import implementer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def requirePeer(program: str, package: str | None = None) -> str:
@@ -68,6 +74,22 @@ def waitForPort(port: int, host: str = "127.0.0.1", timeout: float = 10.0,
     raise AssertionError(f"nothing listened on {host}:{port} within {timeout} s")
 
 
+def stopProcess(process: subprocess.Popen[bytes], timeout: float,
+                killTimeout: float = 5.0) -> None:
+    """
+    Stop C{process} if it is still running: SIGTERM, and SIGKILL if it has
+    not exited within C{timeout} seconds (then waiting at most
+    C{killTimeout}).
+    """
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(killTimeout)
+
+
 def startPeer(test: TestCase, argv: Sequence[str], port: int | None = None,
               host: str = "127.0.0.1", env: dict[str, str] | None = None,
               stopTimeout: float = 5.0) -> subprocess.Popen[bytes]:
@@ -78,20 +100,81 @@ def startPeer(test: TestCase, argv: Sequence[str], port: int | None = None,
     process = subprocess.Popen(
         list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-
-    def stop() -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(stopTimeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-    test.addCleanup(stop)
+    test.addCleanup(stopProcess, process, stopTimeout)
     if port is not None:
         waitForPort(port, host, process=process)
     return process
+
+
+_DONE = Failure(ConnectionDone())
+
+
+@implementer(IHalfCloseableProtocol)
+class Collect(protocol.Protocol):
+    """
+    Records what arrives and how the connection ends: writes C{send} once
+    connected and, with C{halfClose}, then closes its writing side;
+    C{done} fires with the exception the connection was lost with.
+
+    @cvar closeOnReadEnd: with C{halfClose}, close the whole connection
+        once the peer has closed its writing side too.
+    """
+
+    closeOnReadEnd = False
+
+    def __init__(self, send: bytes = b"", halfClose: bool = False) -> None:
+        self.send = send
+        self.halfClose = halfClose
+        self.received = bytearray()
+        self.readClosed = False
+        self.done: defer.Deferred[BaseException] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        if self.send:
+            self.transport.write(self.send)
+        if self.halfClose:
+            self.transport.loseWriteConnection()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def readConnectionLost(self) -> None:
+        self.readClosed = True
+        assert self.transport is not None
+        if self.halfClose and self.closeOnReadEnd:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        # The exception, not the Failure: a Failure would errback.
+        self.done.callback(reason.value)
+
+
+class Exchange(protocol.Protocol):
+    """
+    Sends C{ping}, closes when it has come back; C{done} fires with what
+    came back when the connection is gone.
+    """
+
+    def __init__(self) -> None:
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+        self.received = b""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"ping")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self.received == b"ping" and self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        if not self.done.called:
+            self.done.callback(self.received)
 
 
 def openFileDescriptors() -> int:
@@ -121,6 +204,42 @@ def cleanEnvironment() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def rootOnPath() -> dict[str, str]:
+    """
+    This process's environment with the repository's root first on
+    C{PYTHONPATH}, for a subprocess that imports endpointkit from it.
+    """
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+class LoggedProcess:
+    """
+    A subprocess run from the repository's root (L{rootOnPath}), its output
+    and errors together in a temporary file; it is killed, if still
+    running, when C{test} cleans up.
+    """
+
+    def __init__(self, test: TestCase, argv: Sequence[str], timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=self.log,
+                                        stderr=subprocess.STDOUT, env=rootOnPath(), cwd=ROOT)
+        test.addCleanup(self.kill)
+
+    def output(self) -> str:
+        """
+        What the process has written so far.
+        """
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(self.timeout)
+        self.log.close()
 
 
 def selfSignedCertificate(name: str, addresses: Sequence[str] = ()) -> tuple[bytes, bytes]:

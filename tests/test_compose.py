@@ -20,6 +20,7 @@ import endpointkit
 from endpointkit import buildDescription, clientDescriptionsFor, listen, stopListening
 from endpointkit._grammar import SIDES
 from endpointkit._lookup import ourTypes
+from tests._support import Exchange
 
 # Prefixes that well-known third-party packages register: daphne's fd,
 # txtorcon's tor and onion, txsni, txacme's le and lets, txi2p, autobahn.
@@ -180,24 +181,6 @@ class Echo(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
-
-
-class Exchange(protocol.Protocol):
-    def __init__(self) -> None:
-        self.done: defer.Deferred[bytes] = defer.Deferred()
-        self.received = b""
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(b"ping")
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if self.received == b"ping" and self.transport is not None:
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.done.callback(self.received)
 
 
 class ServeMatrixTests(TestCase):

@@ -72,13 +72,19 @@ class Recorder(Protocol):
 
 
 class RecorderFactory(Factory):
+    """
+    Builds C{protocol} (a L{Recorder}) for each connection and keeps each
+    in C{built}.
+    """
+
     noisy = False
+    protocol: Any = Recorder
 
     def __init__(self) -> None:
-        self.built: list[Recorder] = []
+        self.built: list[Any] = []
 
-    def buildProtocol(self, addr: Any) -> Recorder:
-        protocol = Recorder()
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = self.protocol()
         protocol.factory = self
         self.built.append(protocol)
         return protocol

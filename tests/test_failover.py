@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import tempfile
 import time
 from typing import Any
 
@@ -43,7 +41,15 @@ from endpointkit.failover import (
     servedBy,
 )
 from endpointkit.metrics import FailoverMetrics
-from tests._support import PYTHON, fileDescriptorNumbers, freePort, waitForPort
+from tests import test_deadline
+from tests._support import (
+    PYTHON,
+    ROOT,
+    LoggedProcess,
+    fileDescriptorNumbers,
+    freePort,
+    waitForPort,
+)
 from tests.test_deadline import fullListener
 
 TICK = 2.0 ** -10
@@ -51,7 +57,6 @@ TICK = 2.0 ** -10
 A step of the clock that floating point adds exactly.
 """
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAIT = 30.0
 _reactor: Any = reactor
 
@@ -77,17 +82,12 @@ class Recorder(Protocol):
             self.lost.callback(None)
 
 
-class RecorderFactory(Factory):
-    noisy = False
+class RecorderFactory(test_deadline.RecorderFactory):
+    """
+    L{test_deadline.RecorderFactory} of this module's L{Recorder}.
+    """
 
-    def __init__(self) -> None:
-        self.built: list[Recorder] = []
-
-    def buildProtocol(self, addr: Any) -> Recorder:
-        protocol = Recorder()
-        protocol.factory = self
-        self.built.append(protocol)
-        return protocol
+    protocol = Recorder
 
 
 @implementer(IStreamClientEndpoint)
@@ -989,26 +989,7 @@ class LoopbackTests(TestCase):
 # The relay.
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
-class Process:
-    def __init__(self, test: TestCase, argv: list[str]) -> None:
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                        stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
-        test.addCleanup(self.kill)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode("utf-8", "replace")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(WAIT)
-        self.log.close()
+Process = LoggedProcess
 
 
 def greeting(port: int) -> str:

@@ -11,6 +11,7 @@ import errno
 import hashlib
 import itertools
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, endpoints, reactor, ssl
@@ -128,6 +129,18 @@ class Echo(Recorder):
         Recorder.dataReceived(self, data)
         assert self.transport is not None
         self.transport.write(data)
+
+
+@defer.inlineCallbacks
+def poll(condition: Callable[[], object]) -> Any:
+    """
+    Wait until C{condition()} is true, checking every millisecond at most
+    1,000 times; the assertions that follow say whether it came true.
+    """
+    for _ in range(1000):
+        if condition():
+            return
+        yield deferLater(reactor, 0.001, lambda: None)
 
 
 def factoryOf(*protocols: Protocol) -> Factory:
@@ -286,10 +299,7 @@ class ProtocolSuiteMixin(TestCase if TYPE_CHECKING else object):
         client.transport.write(b"".join(chunks[:1000]))
         client.transport.writeSequence(chunks[1000:])
         expected = b"".join(chunks)
-        for _ in range(1000):
-            if len(client.received) >= len(expected):
-                break
-            yield deferLater(reactor, 0.001, lambda: None)
+        yield poll(lambda: len(client.received) >= len(expected))
         self.assertEqual(client.received, expected)
         client.transport.loseConnection()
         clientReason, serverReason = yield self.bothLost(client, server)
@@ -325,18 +335,12 @@ class ProtocolSuiteMixin(TestCase if TYPE_CHECKING else object):
         yield self.pair(server, client)
         client.transport.write(b"question")
         client.transport.loseWriteConnection()
-        for _ in range(1000):
-            if "readLost" in server.events:
-                break
-            yield deferLater(reactor, 0.001, lambda: None)
+        yield poll(lambda: "readLost" in server.events)
         self.assertEqual(server.events, ["made", "data", "readLost"])
         self.assertEqual(server.received, b"question")
         server.transport.write(b"answer")
         server.transport.loseConnection()
-        for _ in range(1000):
-            if "readLost" in client.events:
-                break
-            yield deferLater(reactor, 0.001, lambda: None)
+        yield poll(lambda: "readLost" in client.events)
         self.assertEqual(client.events, ["made", "writeLost", "data", "readLost"])
         self.assertEqual(client.received, b"answer")
         client.transport.loseConnection()
@@ -355,10 +359,7 @@ class ProtocolSuiteMixin(TestCase if TYPE_CHECKING else object):
         yield self.pair(server, client)
         client.transport.write(b"question")
         client.transport.loseWriteConnection()
-        for _ in range(1000):
-            if "readLost" in server.events:
-                break
-            yield deferLater(reactor, 0.001, lambda: None)
+        yield poll(lambda: "readLost" in server.events)
         self.assertEqual(server.events, ["made", "data", "readLost"])
         client.transport.loseConnection()
         yield bounded(client.lost)
@@ -388,10 +389,7 @@ class ProtocolSuiteMixin(TestCase if TYPE_CHECKING else object):
         serverReason = server.reason
         self.assertEqual(type(serverReason.value), ConnectionDone)
         self.assertEqual(server.received, b"bye")
-        for _ in range(1000):
-            if "readLost" in client.events:
-                break
-            yield deferLater(reactor, 0.001, lambda: None)
+        yield poll(lambda: "readLost" in client.events)
         # Half-closeable, the client only hears that reading ended.
         self.assertEqual(client.events, ["made", "writeLost", "readLost"])
         client.transport.loseConnection()
@@ -609,10 +607,7 @@ class ProtocolSuiteMixin(TestCase if TYPE_CHECKING else object):
         with self.assertRaises(ConnectionRefusedError):
             yield bounded(d)
         client.transport.write(b"still here")
-        for _ in range(1000):
-            if client.received == b"still here":
-                break
-            yield deferLater(reactor, 0.001, lambda: None)
+        yield poll(lambda: client.received == b"still here")
         self.assertEqual(client.received, b"still here")
         client.transport.loseConnection()
         yield self.bothLost(client, server)
@@ -1137,10 +1132,7 @@ class ConnectedPairTests(TestCase):
         self.assertIsInstance(server, Echo)
         self.assertIsInstance(client, Recorder)
         client.transport.write(b"hi")
-        for _ in range(1000):
-            if client.received:
-                break
-            yield deferLater(reactor, 0.001, lambda: None)
+        yield poll(lambda: client.received)
         self.assertEqual(client.received, b"hi")
 
     def test_deterministic(self) -> None:
@@ -1316,10 +1308,7 @@ class WrapperTests(TestCase):
         reason = client.reason
         self.assertTrue(reason.check(SSLError, VerificationError), reason)
         self.assertEqual(client.received, b"")
-        for _ in range(1000):
-            if openConnections(reactor) == 0:
-                break
-            yield deferLater(reactor, 0.001, lambda: None)
+        yield poll(lambda: openConnections(reactor) == 0)
 
     @defer.inlineCallbacks
     def test_timeout(self) -> Any:
@@ -1376,17 +1365,11 @@ class WrapperTests(TestCase):
         yield bounded(first.lost)
         yield bounded(connecting)
         second.transport.write(b"now")
-        for _ in range(1000):
-            if second.received:
-                break
-            yield deferLater(reactor, 0.001, lambda: None)
+        yield poll(lambda: second.received)
         self.assertEqual(second.received, b"now")
         second.transport.loseConnection()
         yield bounded(second.lost)
-        for _ in range(1000):
-            if openConnections(reactor) == 0:
-                break
-            yield deferLater(reactor, 0.001, lambda: None)
+        yield poll(lambda: openConnections(reactor) == 0)
 
     @defer.inlineCallbacks
     def test_multi(self) -> Any:
@@ -1404,10 +1387,7 @@ class WrapperTests(TestCase):
             yield bounded(clientFromString(reactor, buildDescription("memory", name)).connect(
                 factoryOf(client)))
             client.transport.write(name.encode())
-            for _ in range(1000):
-                if client.received:
-                    break
-                yield deferLater(reactor, 0.001, lambda: None)
+            yield poll(lambda client=client: client.received)
             self.assertEqual(client.received, name.encode())
             client.transport.loseConnection()
             yield bounded(client.lost)
@@ -1415,7 +1395,4 @@ class WrapperTests(TestCase):
                          sorted(f"memory:{name}" for name in names))
         yield port.stopListening()
         self.assertEqual(listeningNames(reactor), [])
-        for _ in range(1000):
-            if openConnections(reactor) == 0:
-                break
-            yield deferLater(reactor, 0.001, lambda: None)
+        yield poll(lambda: openConnections(reactor) == 0)

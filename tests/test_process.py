@@ -14,20 +14,23 @@ import time
 from typing import Any
 
 from twisted.internet import defer, protocol, reactor
-from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import deferLater
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from zope.interface import implementer
 
 import endpointkit
 from endpointkit import buildDescription
 from endpointkit._grammar import DescriptionError
 from endpointkit.process import ExecClientEndpoint, ExecNotFound
-from tests._support import PYTHON, cleanEnvironment, freePort, waitForPort
+from tests._support import (
+    PYTHON,
+    Collect,
+    cleanEnvironment,
+    freePort,
+    stopProcess,
+    waitForPort,
+)
 
-_DONE = Failure(ConnectionDone())
 WAIT = 30.0
 _reactor: Any = reactor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,35 +38,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def within(d: defer.Deferred[Any], seconds: float = WAIT) -> defer.Deferred[Any]:
     return d.addTimeout(seconds, _reactor)
-
-
-@implementer(IHalfCloseableProtocol)
-class Collect(protocol.Protocol):
-    def __init__(self, send: bytes = b"", halfClose: bool = False) -> None:
-        self.send = send
-        self.halfClose = halfClose
-        self.received = bytearray()
-        self.readClosed = False
-        self.done: defer.Deferred[BaseException] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        if self.send:
-            self.transport.write(self.send)
-        if self.halfClose:
-            self.transport.loseWriteConnection()  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def readConnectionLost(self) -> None:
-        self.readClosed = True
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = _DONE) -> None:
-        self.done.callback(reason.value)
 
 
 def connect(description: str, proto: protocol.Protocol) -> defer.Deferred[Any]:
@@ -257,17 +231,8 @@ class RelayExecTests(TestCase):
              "exec:cat"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=ROOT, env=dict(cleanEnvironment(), PYTHONPATH=ROOT))
 
-        def stop() -> None:
-            if relay.poll() is None:
-                relay.send_signal(signal.SIGTERM)
-                try:
-                    relay.wait(WAIT)
-                except subprocess.TimeoutExpired:
-                    relay.kill()
-                    relay.wait(WAIT)
-            log.close()
-
-        self.addCleanup(stop)
+        self.addCleanup(log.close)
+        self.addCleanup(stopProcess, relay, WAIT, WAIT)
         waitForPort(port, process=relay, timeout=WAIT)
         for i in range(3):
             with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:

@@ -58,6 +58,7 @@ from tests._support import (
     freePort,
     requirePeer,
     selfSignedCertificate,
+    stopProcess,
     waitForPort,
 )
 
@@ -853,17 +854,7 @@ def startLogging(test: TestCase, argv: list[str], port: int, log: str,
     test.addCleanup(out.close)
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-    def stop() -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-    test.addCleanup(stop)
+    test.addCleanup(stopProcess, process, 10)
     try:
         waitForPort(port, process=process, timeout=30)
     except AssertionError:
@@ -896,6 +887,59 @@ def startHaproxy(test: TestCase, body: str) -> tuple[int, str]:
     return port, log
 
 
+def startHaproxyAcceptProxy(test: TestCase, target: int) -> tuple[int, str]:
+    """
+    haproxy with a frontend that takes a PROXY header (C{accept-proxy}),
+    logs the client address it gave as C{client=ADDRESS:PORT} and passes
+    the connection on to loopback port C{target}; its port and its log.
+    """
+    return startHaproxy(test, f"""
+frontend fe
+    bind 127.0.0.1:PORT accept-proxy
+    log-format "client=%ci:%cp"
+    default_backend be
+backend be
+    server s1 127.0.0.1:{target}
+""")
+
+
+def haproxyClientLines(log: str) -> list[str]:
+    """
+    The C{client=} lines of the log of L{startHaproxyAcceptProxy}'s haproxy.
+    """
+    with open(log, errors="replace") as f:
+        return [line.strip() for line in f if line.startswith("client=")]
+
+
+def startNginxProxyProtocol(test: TestCase) -> int:
+    """
+    nginx with a stream server that takes a PROXY header
+    (C{listen ... proxy_protocol}) and answers with the client address it
+    gave, C{ADDRESS:PORT} and a newline; its port.
+    """
+    program = requirePeer("nginx")
+    directory = os.path.abspath(test.mktemp())
+    os.mkdir(directory)
+    port = freePort()
+    with open(os.path.join(directory, "nginx.conf"), "w") as f:
+        f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log;
+worker_processes 1;
+events {{ worker_connections 64; }}
+stream {{
+    server {{
+        listen 127.0.0.1:{port} proxy_protocol;
+        return "$proxy_protocol_addr:$proxy_protocol_port\\n";
+    }}
+}}
+""")
+    startLogging(test, [program, "-p", directory, "-c", f"{directory}/nginx.conf",
+                        "-e", f"{directory}/error.log", "-g", "daemon off;"], port,
+                 os.path.join(directory, "out"))
+    return port
+
+
 def startTwistd(test: TestCase, raw: str, web: str | None = None,
                 rawPort: int | None = None) -> str:
     directory = os.path.abspath(test.mktemp())
@@ -913,17 +957,7 @@ def startTwistd(test: TestCase, raw: str, web: str | None = None,
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                cwd=directory)
-
-    def stop() -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-    test.addCleanup(stop)
+    test.addCleanup(stopProcess, process, 10)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -1068,14 +1102,7 @@ class SendingTests(TestCase):
         echo = yield endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
             protocol.Factory.forProtocol(EchoLine))
         self.addCleanup(echo.stopListening)
-        port, log = startHaproxy(self, f"""
-frontend fe
-    bind 127.0.0.1:PORT accept-proxy
-    log-format "client=%ci:%cp"
-    default_backend be
-backend be
-    server s1 127.0.0.1:{echo.getHost().port}
-""")
+        port, log = startHaproxyAcceptProxy(self, echo.getHost().port)
         tcp = f"tcp:127.0.0.1:{port}"
         cases = [(1, "192.0.2.71:7101", "192.0.2.71:7101"),
                  (2, "[2001:db8::72]:7102", "2001:db8::72:7102"),
@@ -1091,8 +1118,7 @@ backend be
         deadline = time.monotonic() + 10
         lines: list[str] = []
         while time.monotonic() < deadline:
-            with open(log, errors="replace") as f:
-                lines = [line.strip() for line in f if line.startswith("client=")]
+            lines = haproxyClientLines(log)
             if len(lines) >= len(cases):
                 break
             yield deferLater(reactor, 0.1, lambda: None)
@@ -1102,27 +1128,7 @@ backend be
 
     @defer.inlineCallbacks
     def test_nginxProxyProtocol(self) -> Any:
-        program = requirePeer("nginx")
-        directory = self.mktemp()
-        os.mkdir(directory)
-        directory = os.path.abspath(directory)
-        port = freePort()
-        with open(os.path.join(directory, "nginx.conf"), "w") as f:
-            f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log;
-worker_processes 1;
-events {{ worker_connections 64; }}
-stream {{
-    server {{
-        listen 127.0.0.1:{port} proxy_protocol;
-        return "$proxy_protocol_addr:$proxy_protocol_port\\n";
-    }}
-}}
-""")
-        startLogging(self, [program, "-p", directory, "-c", f"{directory}/nginx.conf",
-                            "-e", f"{directory}/error.log", "-g", "daemon off;"], port,
-                     os.path.join(directory, "out"))
+        port = startNginxProxyProtocol(self)
         tcp = f"tcp:127.0.0.1:{port}"
         for version in (1, 2):
             for source, destination, expected in [

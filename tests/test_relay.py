@@ -45,16 +45,17 @@ from endpointkit.proxyprotocol import sendProxyDescription
 from endpointkit.relay import RelayService, RelayStats, describeAddress
 from tests._support import (
     PYTHON,
+    ROOT,
+    LoggedProcess,
     TestCA,
     fileDescriptorNumbers,
     freePort,
-    requirePeer,
+    rootOnPath,
     startMicrosocks,
     startTinyproxy,
     waitForPort,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INTEGRITY_BYTES = int(os.environ.get("ENDPOINTKIT_RELAY_INTEGRITY_BYTES", str(1 << 30)))
 WAIT = 30.0
 """
@@ -62,10 +63,6 @@ The longest any single network wait in these tests may take.
 """
 
 _reactor: Any = reactor
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def within(d: Deferred[Any], seconds: float = WAIT) -> Deferred[Any]:
@@ -313,19 +310,15 @@ def _vmRSS(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-class RelayProcess:
+class RelayProcess(LoggedProcess):
     """
     C{endpointkit relay} as a real subprocess.
     """
 
     def __init__(self, test: TestCase, args: list[str], port: int | None,
                  command: list[str] | None = None) -> None:
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            (command or [PYTHON, "-m", "endpointkit", "relay"]) + args,
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            env=_env(), cwd=ROOT)
-        test.addCleanup(self.kill)
+        LoggedProcess.__init__(self, test, (command or [PYTHON, "-m", "endpointkit", "relay"])
+                               + args, WAIT)
         if port is not None:
             waitForPort(port, process=self.process, timeout=WAIT)
 
@@ -333,16 +326,6 @@ class RelayProcess:
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(WAIT)
         return code, self.output()
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode("utf-8", "replace")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(WAIT)
-        self.log.close()
 
 
 class RelayTestsMixin:
@@ -1051,22 +1034,23 @@ class RelayTestsMixin:
         """
         README: TCP to a backend through a SOCKS5 proxy.
         """
-        proxyPort = startMicrosocks(self)  # type: ignore[arg-type]
-        _backend, target = await self.echoBackend()
-        backendPort = int(target.rsplit(":", 1)[1])
-        connect = buildDescription("socks5", "127.0.0.1", backendPort,
-                                   endpoint=f"tcp:127.0.0.1:{proxyPort}")
-        service = await self.relay("tcp:0:interface=127.0.0.1", connect)
-        self.assertTrue(await self.roundTrip(service, halfClose=False))
+        await self.roundTripThroughProxy("socks5", startMicrosocks(self))  # type: ignore[arg-type]
 
     async def test_httpConnect(self) -> None:
         """
         README: TCP to a backend through an HTTP CONNECT proxy.
         """
-        proxyPort = startTinyproxy(self)  # type: ignore[arg-type]
+        await self.roundTripThroughProxy("httpconnect",
+                                         startTinyproxy(self))  # type: ignore[arg-type]
+
+    async def roundTripThroughProxy(self, prefix: str, proxyPort: int) -> None:
+        """
+        A relay to an echo backend through the C{prefix} proxy endpoint
+        around the proxy on loopback port C{proxyPort} carries a round trip.
+        """
         _backend, target = await self.echoBackend()
         backendPort = int(target.rsplit(":", 1)[1])
-        connect = buildDescription("httpconnect", "127.0.0.1", backendPort,
+        connect = buildDescription(prefix, "127.0.0.1", backendPort,
                                    endpoint=f"tcp:127.0.0.1:{proxyPort}")
         service = await self.relay("tcp:0:interface=127.0.0.1", connect)
         self.assertTrue(await self.roundTrip(service, halfClose=False))
@@ -1459,7 +1443,7 @@ class OptionsTests(TestCase):
             port = taken.getsockname()[1]
             result = subprocess.run(
                 [PYTHON, "-m", "endpointkit", "relay", f"tcp:{port}:interface=127.0.0.1",
-                 "tcp:127.0.0.1:9"], capture_output=True, env=_env(), timeout=WAIT)
+                 "tcp:127.0.0.1:9"], capture_output=True, env=rootOnPath(), timeout=WAIT)
         self.assertEqual(result.returncode, 1)
         self.assertIn(f"listen tcp:{port}:interface=127.0.0.1: address already in use",
                       result.stderr.decode())
@@ -1485,7 +1469,7 @@ class OptionsTests(TestCase):
         code = (f"import sys; sys.path.insert(0, {ROOT!r}); import twisted.plugins.endpointkit_relay as p;"
                 " print(p.endpointkitRelay.tapname);"
                 " print(sorted(m for m in sys.modules if m.startswith('endpointkit')))")
-        out = subprocess.run([PYTHON, "-c", code], capture_output=True, env=_env(),
+        out = subprocess.run([PYTHON, "-c", code], capture_output=True, env=rootOnPath(),
                              timeout=WAIT, check=True).stdout.decode().split("\n")
         self.assertEqual(out[0], "endpointkit-relay")
         self.assertEqual(out[1], "[]")
@@ -1560,28 +1544,21 @@ class SendProxyTests(TestCase):
 
     timeout = 180
 
-    def _haproxyLines(self, log: str) -> list[str]:
-        with open(log, errors="replace") as f:
-            return [line.strip() for line in f if line.startswith("client=")]
-
     async def test_haproxyAcceptProxy(self) -> None:
         """
         haproxy (C{bind ... accept-proxy}) logs the address of the relay's
         client, bound to 127.0.0.2 and 127.0.0.3, for v2 and v1.
         """
-        from tests.test_proxyprotocol import EchoLine, startHaproxy
+        from tests.test_proxyprotocol import (
+            EchoLine,
+            haproxyClientLines,
+            startHaproxyAcceptProxy,
+        )
 
         echo = await TCP4ServerEndpoint(_reactor, 0, interface="127.0.0.1").listen(
             Factory.forProtocol(EchoLine))
         self.addCleanup(echo.stopListening)
-        front, log = startHaproxy(self, f"""
-frontend fe
-    bind 127.0.0.1:PORT accept-proxy
-    log-format "client=%ci:%cp"
-    default_backend be
-backend be
-    server s1 127.0.0.1:{echo.getHost().port}
-""")
+        front, log = startHaproxyAcceptProxy(self, echo.getHost().port)
         expected = []
         for version, bind in (("v2", "127.0.0.2"), ("v1", "127.0.0.3")):
             port = freePort()
@@ -1590,16 +1567,16 @@ backend be
             clientPort, received = await threads.deferToThread(_askFrom, bind, port)
             self.assertEqual(received, b"hi\n", relay.output())
             expected.append(f"client={bind}:{clientPort}")
-            await until(lambda: expected[-1] in self._haproxyLines(log),
+            await until(lambda: expected[-1] in haproxyClientLines(log),
                         f"haproxy's log line for {version}",
-                        debug=lambda r=relay: (self._haproxyLines(log), r.output()))
+                        debug=lambda r=relay: (haproxyClientLines(log), r.output()))
             self.assertRegex(relay.output(),
                              rf"relaying to proxyprotocol:\S*version={version[1]}")
             code, output = await threads.deferToThread(relay.stop)
             self.assertEqual(code, 0, output)
         # Every connection haproxy logged came with a header from a client
         # (waitForPort's probe included, from 127.0.0.1), none as LOCAL.
-        for line in self._haproxyLines(log):
+        for line in haproxyClientLines(log):
             self.assertRegex(line, r"^client=127\.0\.0\.[123]:\d+$")
 
     async def test_nginxProxyProtocol(self) -> None:
@@ -1607,28 +1584,9 @@ backend be
         nginx (C{listen ... proxy_protocol}) answers with the address the
         relay's header gave it: the client's, v2 and v1.
         """
-        program = requirePeer("nginx")
-        directory = os.path.abspath(self.mktemp())
-        os.mkdir(directory)
-        front = freePort()
-        with open(os.path.join(directory, "nginx.conf"), "w") as f:
-            f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log;
-worker_processes 1;
-events {{ worker_connections 64; }}
-stream {{
-    server {{
-        listen 127.0.0.1:{front} proxy_protocol;
-        return "$proxy_protocol_addr:$proxy_protocol_port\\n";
-    }}
-}}
-""")
-        from tests.test_proxyprotocol import startLogging
+        from tests.test_proxyprotocol import startNginxProxyProtocol
 
-        startLogging(self, [program, "-p", directory, "-c", f"{directory}/nginx.conf",
-                            "-e", f"{directory}/error.log", "-g", "daemon off;"], front,
-                     os.path.join(directory, "out"))
+        front = startNginxProxyProtocol(self)
         for version, bind in (("v2", "127.0.0.2"), ("v1", "127.0.0.3")):
             port = freePort()
             relay = RelayProcess(self, ["--send-proxy", version, f"tcp:{port}:interface=127.0.0.1",

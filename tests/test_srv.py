@@ -11,6 +11,7 @@ import random
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, reactor, ssl, task, threads
@@ -26,7 +27,6 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.names import dns
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import endpointkit
@@ -48,6 +48,7 @@ from endpointkit.srv import (
 )
 from endpointkit.tlswrap import TLSHandshakeError
 from tests._support import (
+    Exchange,
     freePort,
     requirePeer,
     selfSignedCertificate,
@@ -607,29 +608,6 @@ class Echo(Protocol):
         self.transport.write(data)
 
 
-class Exchange(Protocol):
-    """
-    Sends C{ping}, closes when it comes back.
-    """
-
-    def __init__(self) -> None:
-        self.done: Deferred[bytes] = Deferred()
-        self.received = b""
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(b"ping")
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if self.received == b"ping" and self.transport is not None:
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if not self.done.called:
-            self.done.callback(self.received)
-
-
 class Server(Factory):
     """
     An echo listener that counts its connections.
@@ -935,24 +913,39 @@ class DnsmasqTests(TestCase):
         self.addCleanup(port.stopListening)
         return port.getHost().port, path
 
+    async def tlswrapAroundSrv(
+            self, good: str, bad: str, **options: Any,
+    ) -> tuple[Callable[[str, str], IStreamClientEndpoint], str, str]:
+        """
+        Two TLS echo targets of C{_good._tcp.example.test} and
+        C{_bad._tcp.example.test}, both at a.example.test, whose
+        certificates name only C{good} and only C{bad}; a function of a
+        service name and a trust file that makes C{tlswrap:} (with
+        C{options}) around C{srv:} to it, and the two certificates' files.
+        """
+        forGood, goodCA = await self.tlsServer(good)
+        forBad, badCA = await self.tlsServer(bad)
+        dnsmasq = Dnsmasq(self, "--host-record=a.example.test,127.0.0.1",
+                          srvRecord("_good._tcp", "a.example.test", forGood),
+                          srvRecord("_bad._tcp", "a.example.test", forBad))
+
+        def described(service: str, trust: str) -> IStreamClientEndpoint:
+            inner = buildDescription("srv", service, "example.test", resolver=dnsmasq.resolver)
+            endpoint: IStreamClientEndpoint = endpointkit.clientFromString(
+                _reactor, buildDescription("tlswrap", endpoint=inner, trustRoots=trust,
+                                           **options))
+            return endpoint
+
+        return described, goodCA, badCA
+
     async def test_tlswrapVerifiesDomain(self) -> None:
         """
         C{tlswrap:} around C{srv:} verifies the SRV domain by default: a
         certificate for the domain is accepted, one for the target only is
         refused.
         """
-        forDomain, domainCA = await self.tlsServer("example.test")
-        forTarget, targetCA = await self.tlsServer("a.example.test")
-        dnsmasq = Dnsmasq(self, "--host-record=a.example.test,127.0.0.1",
-                          srvRecord("_good._tcp", "a.example.test", forDomain),
-                          srvRecord("_bad._tcp", "a.example.test", forTarget))
-
-        def described(service: str, trust: str) -> IStreamClientEndpoint:
-            inner = buildDescription("srv", service, "example.test", resolver=dnsmasq.resolver)
-            endpoint: IStreamClientEndpoint = endpointkit.clientFromString(
-                _reactor, buildDescription("tlswrap", endpoint=inner, trustRoots=trust))
-            return endpoint
-
+        described, domainCA, targetCA = await self.tlswrapAroundSrv(
+            "example.test", "a.example.test")
         await self.exchange(described("good", domainCA))
         with self.assertRaises(TLSHandshakeError) as caught:
             await within(connectProtocol(described("bad", targetCA), Exchange()))
@@ -964,19 +957,8 @@ class DnsmasqTests(TestCase):
         own name: a certificate for the target is accepted, one for the
         domain only is refused.
         """
-        forDomain, domainCA = await self.tlsServer("example.test")
-        forTarget, targetCA = await self.tlsServer("a.example.test")
-        dnsmasq = Dnsmasq(self, "--host-record=a.example.test,127.0.0.1",
-                          srvRecord("_good._tcp", "a.example.test", forTarget),
-                          srvRecord("_bad._tcp", "a.example.test", forDomain))
-
-        def described(service: str, trust: str) -> IStreamClientEndpoint:
-            inner = buildDescription("srv", service, "example.test", resolver=dnsmasq.resolver)
-            endpoint: IStreamClientEndpoint = endpointkit.clientFromString(
-                _reactor, buildDescription("tlswrap", endpoint=inner, trustRoots=trust,
-                                           verifyTarget=True))
-            return endpoint
-
+        described, targetCA, domainCA = await self.tlswrapAroundSrv(
+            "a.example.test", "example.test", verifyTarget=True)
         await self.exchange(described("good", targetCA))
         with self.assertRaises(AllTargetsFailed) as caught:
             await within(connectProtocol(described("bad", domainCA), Exchange()))

@@ -44,6 +44,7 @@ from endpointkit.ssh import (
     closeSharedConnections,
     sharedConnectionCount,
 )
+from tests import _support
 from tests._support import (
     IN_CI,
     SSHServer,
@@ -65,41 +66,13 @@ def within(d: defer.Deferred[Any], seconds: float = WAIT) -> defer.Deferred[Any]
     return d.addTimeout(seconds, _reactor)
 
 
-@implementer(IHalfCloseableProtocol)
-class Collect(protocol.Protocol):
+class Collect(_support.Collect):
     """
-    Records what arrives and how the connection ends.
+    L{_support.Collect} that, having half-closed, closes the channel once
+    the server's side has closed too.
     """
 
-    def __init__(self, send: bytes = b"", halfClose: bool = False) -> None:
-        self.send = send
-        self.halfClose = halfClose
-        self.received = bytearray()
-        self.readClosed = False
-        self.done: defer.Deferred[BaseException] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        if self.send:
-            self.transport.write(self.send)
-        if self.halfClose:
-            self.transport.loseWriteConnection()  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def readConnectionLost(self) -> None:
-        self.readClosed = True
-        assert self.transport is not None
-        if self.halfClose:
-            self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = _DONE) -> None:
-        # The exception, not the Failure: a Failure would errback.
-        self.done.callback(reason.value)
+    closeOnReadEnd = True
 
 
 class EchoServer:
