@@ -22,7 +22,7 @@ import endpointkit
 from endpointkit import ProxyRefused, buildDescription
 from endpointkit.deadline import ConnectTimeout
 from endpointkit.failover import AllMembersFailed
-from endpointkit.lifecycle import DrainResult, gracefulStop, listen
+from endpointkit.lifecycle import DrainResult, gracefulStop, listen, stopAll, stopListening
 from endpointkit.metrics import (
     FailoverMetrics,
     LifecycleMetrics,
@@ -751,6 +751,114 @@ class LifecycleWiringTests(TestCase):
         self.assertEqual(value(registry, "endpointkit_drain_seconds_count",
                                description=description), 1)
         self.assertEqual(value(registry, "endpointkit_listening", description=description), 0)
+
+    async def _stoppedBy(self, stop: Any) -> tuple[CollectorRegistry, str, list[None]]:
+        """
+        Listen through L{listen} with metrics, stop the port with C{stop}
+        (called with it), and count the calls to its metrics' C{stopped}.
+        """
+        registry = CollectorRegistry()
+        description = "tcp:0:interface=127.0.0.1"
+        port = await listen(description, Factory.forProtocol(Protocol), registry=registry)
+        self.addCleanup(stopListening, port)
+        calls: list[None] = []
+        counted = port.metrics.stopped
+
+        def stopped() -> None:
+            calls.append(None)
+            counted()
+
+        port.metrics.stopped = stopped
+        self.assertEqual(value(registry, "endpointkit_listening", description=description), 1)
+        await _within(defer.ensureDeferred(stop(port)))
+        return registry, description, calls
+
+    def _assertStoppedOnce(self, registry: CollectorRegistry, description: str,
+                           calls: list[None]) -> None:
+        self.assertEqual(value(registry, "endpointkit_listening", description=description), 0)
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(value(registry, "endpointkit_listens_total", description=description,
+                               result="ok"), 1)
+        self.assertEqual(value(registry, "endpointkit_listens_total", description=description,
+                               result="failed"), 0)
+        self.assertEqual(value(registry, "endpointkit_drains_total", description=description),
+                         0)
+
+    async def test_stopListeningMethod(self) -> None:
+        """
+        The port's own C{stopListening} ends listening in the metrics, once
+        however often it is called.
+        """
+        async def stop(port: Any) -> None:
+            await port.stopListening()
+            await port.stopListening()
+
+        self._assertStoppedOnce(*await self._stoppedBy(stop))
+
+    async def test_stopListeningFunction(self) -> None:
+        """
+        L{endpointkit.lifecycle.stopListening} ends listening in the metrics.
+        """
+        async def stop(port: Any) -> None:
+            await stopListening(port)
+
+        self._assertStoppedOnce(*await self._stoppedBy(stop))
+
+    async def test_stopAll(self) -> None:
+        """
+        L{endpointkit.lifecycle.stopAll} ends listening in the metrics.
+        """
+        async def stop(port: Any) -> None:
+            await stopAll([port])
+
+        self._assertStoppedOnce(*await self._stoppedBy(stop))
+
+    async def test_stoppedEveryWay(self) -> None:
+        """
+        A port stopped by its method, then by L{stopListening} and
+        L{stopAll} while or after it stops, ends listening once.
+        """
+        async def stop(port: Any) -> None:
+            first = port.stopListening()
+            await stopAll([port])
+            await first
+            await stopListening(port)
+            await stopAll([port])
+
+        self._assertStoppedOnce(*await self._stoppedBy(stop))
+
+    async def test_wrappedPortStoppedFirst(self) -> None:
+        """
+        A port whose socket was closed underneath it (its C{wrappedPort}
+        stopped directly) ends listening in the metrics when it is stopped.
+        """
+        async def stop(port: Any) -> None:
+            await port.wrappedPort.stopListening()
+            await stopAll([port])
+
+        self._assertStoppedOnce(*await self._stoppedBy(stop))
+
+    async def test_multiStoppedByStopAll(self) -> None:
+        """
+        A C{multi:} port from L{listen}, stopped with L{stopAll}, ends
+        listening once, and its addresses are free again.
+        """
+        registry = CollectorRegistry()
+        first, second = freePort(), freePort()
+        description = buildDescription("multi", f"tcp:{first}:interface=127.0.0.1",
+                                       f"tcp:{second}:interface=127.0.0.1")
+        port = await listen(description, Factory.forProtocol(Protocol), registry=registry)
+        self.addCleanup(stopListening, port)
+        shown = port.metrics.description
+        self.assertEqual(value(registry, "endpointkit_listening", description=shown), 1)
+        await _within(stopAll([port]))
+        self.assertEqual(value(registry, "endpointkit_listening", description=shown), 0)
+        again = await listen(description, Factory.forProtocol(Protocol), registry=registry)
+        self.assertEqual(value(registry, "endpointkit_listening", description=shown), 1)
+        self.assertEqual(value(registry, "endpointkit_listens_total", description=shown,
+                               result="ok"), 2)
+        await _within(stopAll([again]))
+        self.assertEqual(value(registry, "endpointkit_listening", description=shown), 0)
 
     async def test_listenFailed(self) -> None:
         registry = CollectorRegistry()

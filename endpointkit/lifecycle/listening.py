@@ -161,7 +161,8 @@ def _metrics(description: str | Parsed, registry: CollectorRegistry | None
 class _CountedPort(TrackedPort):
     """
     A L{TrackedPort} whose stop is counted in its L{LifecycleMetrics}
-    (which L{gracefulStop} finds as C{metrics}).
+    (which L{gracefulStop} finds as C{metrics}): once per stop, whether
+    through its own C{stopListening}, L{stopListening} or L{stopAll}.
     """
 
     def __init__(self, wrappedPort: IListeningPort, factory: TrackingFactory,
@@ -169,15 +170,8 @@ class _CountedPort(TrackedPort):
         TrackedPort.__init__(self, wrappedPort, factory, description)
         self.metrics = metrics
 
-    def stopListening(self) -> defer.Deferred[None]:
-        stopping = TrackedPort.stopListening(self)
-        metrics = self.metrics
-
-        def stopped(result: None) -> None:
-            metrics.stopped()
-            return result
-
-        return stopping.addCallback(stopped)
+    def listeningStopped(self) -> None:
+        self.metrics.stopped()
 
 
 class _HeldStartLines:

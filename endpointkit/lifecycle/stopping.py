@@ -15,7 +15,8 @@ the outcome of the one stop::
 
 L{stopAll} stops several ports together; L{WrappingPort} is the base of a
 port that stands for another one (C{wrappedPort}) and stops through this
-module.
+module, which calls its C{listeningStopped} once per stop, whichever way
+the stop was asked for.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ class WrappingPort:
     def stopListening(self) -> defer.Deferred[None]:
         return stopListening(self)
 
+    def listeningStopped(self) -> None:
+        """
+        Called once each time L{stopListening} (this method, the module's
+        function or L{stopAll}) has closed the port; nothing by default.
+        A subclass that counts or reports the stop overrides it.
+        """
+
     def getHost(self) -> IAddress:
         address: IAddress = self.wrappedPort.getHost()
         return address
@@ -159,6 +167,7 @@ def stopListening(port: IListeningPort | Any) -> defer.Deferred[None]:
     if outcome is None:
         if isinstance(port, WrappingPort):
             stopping = stopListening(port.wrappedPort)
+            stopping.addCallback(_stopped, port)
         else:
             stopping = _stopOne(port)
             under = members(port)
@@ -170,6 +179,11 @@ def stopListening(port: IListeningPort | Any) -> defer.Deferred[None]:
         except TypeError:
             pass
     return outcome.follow()
+
+
+def _stopped(result: None, port: WrappingPort) -> None:
+    port.listeningStopped()
+    return result
 
 
 def stopAll(ports: Sequence[IListeningPort | Any]) -> defer.Deferred[None]:
