@@ -13,6 +13,12 @@ and nginx terminating TLS (one worker) as a native-code reference.  All
 servers run at once, each in its own process; the measurements interleave
 over C{--rounds} rounds and the table shows each one's median.
 
+Then the same handshakes in this process over memory BIOs (no sockets,
+steadier), and the reload check timed directly: the check every handshake
+makes when nothing is due, as a share of a handshake, and a look at the
+files (what a due check does, once per C{reload} seconds) as a share of the
+server's time.
+
     .venv/bin/python bench/bench_tlswrap.py [--quick]
 """
 
@@ -218,6 +224,32 @@ def inProcess(pem: str, count: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in results.items()}
 
 
+def reloadCheckCost(pem: str, rounds: int = 5, count: int = 20000) -> tuple[float, float]:
+    """
+    What the reload check costs by itself, timed directly: seconds per call
+    of the check every handshake makes (C{reload=60}, nothing due), and
+    seconds per look at the files (what a due check does, at most once per
+    C{reload} seconds), medians of C{rounds}.
+    """
+    from endpointkit.tlswrap import ServerCertificates
+
+    certificates = ServerCertificates(cert=pem, reload=60.0)
+    check: Any = certificates._maybeReload
+    look = certificates.reload
+    perCheck: list[float] = []
+    perLook: list[float] = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(count):
+            check()
+        perCheck.append((time.perf_counter() - start) / count)
+        start = time.perf_counter()
+        for _ in range(count // 100):
+            look()
+        perLook.append((time.perf_counter() - start) / (count // 100))
+    return statistics.median(perCheck), statistics.median(perLook)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="2 rounds, 2 s, 64 MiB")
@@ -297,6 +329,13 @@ def main() -> None:
     for name in ("tlswrap: reload=60", "tlswrap: reload=1"):
         cost = perHandshake[name] / perHandshake["tlswrap: reload=0"] - 1
         print(f"reload cost in-process, {name} vs reload=0: {cost * 100:+.2f}% per handshake")
+    perCheck, perLook = reloadCheckCost(combined)
+    handshake = perHandshake["tlswrap: reload=0"]
+    print(f"reload check timed directly: {perCheck * 1e6:.2f} us per handshake, "
+          f"{perCheck / handshake * 100:.3f}% of an in-process handshake; a look at the files "
+          f"{perLook * 1e6:.1f} us, once per interval: {perLook / 60 * 100:.5f}% of the "
+          f"server's time with reload=60, {perLook * 100:.4f}% with reload=1 "
+          f"(target: the check at most 2% of handshakes/s)")
     shutil.rmtree(directory, ignore_errors=True)
 
 
