@@ -30,7 +30,7 @@ from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import endpointkit
-from endpointkit import DescriptionError, buildDescription, srv
+from endpointkit import DescriptionError, _srvdns, buildDescription
 from endpointkit.deadline import ConnectTimeout
 from endpointkit.relay import chosenTarget as relayChosenTarget
 from endpointkit.srv import (
@@ -42,7 +42,6 @@ from endpointkit.srv import (
     SRVLookupFailed,
     SRVResolveTimeout,
     SRVTarget,
-    _systemServers,
     orderTargets,
     targetOf,
 )
@@ -232,7 +231,7 @@ class DescriptionTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write("nameserver 10.0.0.2\n")
-        servers = srv._SystemServers(path)
+        servers = _srvdns._SystemServers(path)
         self.assertEqual(servers(), (("10.0.0.2", 53),))
         with open(path, "w") as f:
             f.write("nameserver 10.0.0.3\nnameserver 10.0.0.4\n")
@@ -252,8 +251,8 @@ class DescriptionTests(SynchronousTestCase):
         with open(path, "w") as f:
             f.write("# comment\nnameserver 10.0.0.2\nsearch x\nnameserver fe80::1%eth0\n"
                     "nameserver not-an-address\n")
-        self.assertEqual(_systemServers(path), (("10.0.0.2", 53), ("fe80::1", 53)))
-        self.assertEqual(_systemServers(path + ".missing"), (("127.0.0.1", 53),))
+        self.assertEqual(_srvdns._systemServers(path), (("10.0.0.2", 53), ("fe80::1", 53)))
+        self.assertEqual(_srvdns._systemServers(path + ".missing"), (("127.0.0.1", 53),))
 
 
 # The lookup, on a fake clock.
@@ -289,7 +288,7 @@ class FakeReactor(Clock):
             self.ports.append(udp)
             return udp
 
-        test.patch(srv, "_openDatagramSocket", open)
+        test.patch(_srvdns, "_openDatagramSocket", open)
 
     def sent(self) -> list[tuple[dns.Message, tuple[str, int]]]:
         found = []
