@@ -39,7 +39,8 @@ from endpointkit._grammar import DescriptionError
 
 __all__ = ["ReloadResult", "ServerCertificates", "TLSFileError", "spkiPin"]
 
-_log = Logger()
+# Logged under the family's namespace, as before the split.
+_log = Logger(namespace="endpointkit.tlswrap")
 
 PREFIX = "tlswrap"
 

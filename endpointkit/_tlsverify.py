@@ -48,7 +48,8 @@ __all__ = [
     "TLSVersionRefused",
 ]
 
-_log = Logger()
+# Logged under the family's namespace, as before the split.
+_log = Logger(namespace="endpointkit.tlswrap")
 
 
 # Errors.
