@@ -20,7 +20,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -138,6 +138,23 @@ def _readPEM(path: str) -> _PEMFile:
     if not found:
         raise _Unusable("holds no PEM certificate or key")
     return _PEMFile(path, signature, tuple(certificates), tuple(keys))
+
+
+def _readNamed(named: Iterable[tuple[str, str | None]]) -> list[_PEMFile]:
+    """
+    Read the PEM files given to the named arguments (those given), in
+    order; a file that cannot be used is a L{TLSFileError} naming its
+    argument.
+    """
+    files = []
+    for argument, path in named:
+        if path is None:
+            continue
+        try:
+            files.append(_readPEM(path))
+        except _Unusable as e:
+            raise TLSFileError(argument, path, str(e)) from None
+    return files
 
 
 def _spki(key: Any) -> bytes:
@@ -510,15 +527,7 @@ class ServerCertificates:
                           directory=self.certs, reason=reason)
         else:
             assert self.cert is not None
-            files = []
-            named: list[tuple[str, str | None]] = [("cert", self.cert), ("key", self.key)]
-            for argument, given in named:
-                if given is None:
-                    continue
-                try:
-                    files.append(_readPEM(given))
-                except _Unusable as e:
-                    raise TLSFileError(argument, given, str(e)) from None
+            files = _readNamed((("cert", self.cert), ("key", self.key)))
             identities = self._single(files)
         self._apply(files, identities)
 
@@ -710,14 +719,7 @@ class ServerCertificates:
 
 
 def _clientIdentity(certificate: str, key: str | None) -> _Identity:
-    files = []
-    for argument, path in (("certificate", certificate), ("key", key)):
-        if path is None:
-            continue
-        try:
-            files.append(_readPEM(path))
-        except _Unusable as e:
-            raise TLSFileError(argument, path, str(e)) from None
+    files = _readNamed((("certificate", certificate), ("key", key)))
     certificates = files[0].certificates
     keys = [k for f in files for k in f.keys]
     if not certificates:

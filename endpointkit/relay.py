@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -238,6 +238,23 @@ def _passesThrough(transport: Any) -> bool:
     return isinstance(transport, PassThroughProtocol)
 
 
+_T = TypeVar("_T")
+
+
+def _unwrap(protocol: Any, kind: type[_T]) -> _T | None:
+    """
+    C{protocol}, or the protocol it wraps (C{wrappedProtocol}, or
+    C{_wrappedProtocol} as Twisted's endpoints name it), and so on a few
+    levels down, that is a C{kind}; L{None} when there is none.
+    """
+    for _ in range(8):
+        if protocol is None or isinstance(protocol, kind):
+            return protocol
+        protocol = (getattr(protocol, "_wrappedProtocol", None)
+                    or getattr(protocol, "wrappedProtocol", None))
+    return protocol if isinstance(protocol, kind) else None
+
+
 def _whyNotKernel(transport: Any) -> str:
     """
     Why C{transport} is not a plain socket the splice path can take, for
@@ -248,15 +265,9 @@ def _whyNotKernel(transport: Any) -> str:
             break
         wrapper: Any = transport
         transport = wrapper.transport
-    protocol = getattr(transport, "protocol", None)
-    for _ in range(6):
-        if protocol is None:
-            break
-        if isinstance(protocol, ProxyHeaderSendingProtocol):
-            # Its header is still in the transport's buffer when it connects.
-            return "it sends a PROXY protocol header of its own first"
-        protocol = (getattr(protocol, "_wrappedProtocol", None)
-                    or getattr(protocol, "wrappedProtocol", None))
+    if _unwrap(getattr(transport, "protocol", None), ProxyHeaderSendingProtocol) is not None:
+        # Its header is still in the transport's buffer when it connects.
+        return "it sends a PROXY protocol header of its own first"
     if isinstance(transport, _splice.KERNEL_TRANSPORTS):
         return "its socket had bytes queued or was closing"
     return f"its transport is a {type(transport).__name__}, not a plain socket"
@@ -539,14 +550,10 @@ class Relay:
     @staticmethod
     def _find(protocol: Any) -> _BackendEnd:
         # Some endpoints hand back a wrapper of the protocol they built.
-        seen = 0
-        while not isinstance(protocol, _BackendEnd) and seen < 8:
-            protocol = getattr(protocol, "_wrappedProtocol", None) or getattr(
-                protocol, "wrappedProtocol", None)
-            seen += 1
-        if not isinstance(protocol, _BackendEnd):
+        found = _unwrap(protocol, _BackendEnd)
+        if found is None:
             raise TypeError("the backend endpoint returned an unknown protocol")
-        return protocol
+        return found
 
     def _trySplice(self, client: _ClientEnd, backend: _BackendEnd) -> bool:
         factory = self.factory
