@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorFDSet, IReadWriteDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -40,6 +41,8 @@ _SPLICE = getattr(os, "splice", None)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _SETPIPE = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _GETPIPE = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+
+_CLEAN: Failure = Failure(ConnectionDone())  # type: ignore[no-untyped-call]
 
 KERNEL_TRANSPORTS: tuple[type, ...] = (tcp.Server, tcp.Client, *_UNIX)
 
@@ -418,8 +421,23 @@ class Splicer:
             return
         self._release()
         for side in (self.a, self.b):
-            if not side.gone:
-                side.transport.loseConnection()
+            if side.gone:
+                continue
+            transport = side.transport
+            if transport.disconnected:
+                continue
+            if transport.dataBuffer or transport._tempDataBuffer:
+                transport.loseConnection()
+                continue
+            # Both ways of this socket were shut down here, behind its
+            # transport's back: a loseConnection would wait for writability,
+            # and the reactor reports a socket shut down both ways as a
+            # hang-up, ConnectionLost, which the relay passes on as a reset.
+            # This is what loseConnection does for a descriptor whose
+            # writing side is already closed: the loss, clean, now.
+            transport.stopReading()
+            transport.stopWriting()
+            transport.connectionLost(_CLEAN)
 
     def abort(self) -> None:
         """

@@ -557,13 +557,17 @@ class RelayTestsMixin:
 
     # A reset is passed on as a reset.
 
-    async def rawPair(self) -> tuple[RelayService, socket.socket, socket.socket]:
+    async def rawPair(self, receiveBuffer: int = 0) -> tuple[RelayService, socket.socket,
+                                                            socket.socket]:
         """
         A relay between two plain sockets of the test's: the client, and the
-        backend connection it accepted.
+        backend connection it accepted (with a receive buffer of
+        C{receiveBuffer} bytes when not 0).
         """
         server = socket.socket()
         self.addCleanup(server.close)  # type: ignore[attr-defined]
+        if receiveBuffer:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receiveBuffer)
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         server.settimeout(WAIT)
@@ -674,6 +678,38 @@ class RelayTestsMixin:
         self.assertEqual(await within(outcome), ("eof", len(payload)))
         conn.sendall(b"late")
         conn.close()
+        await until(lambda: not service.factory.relays, "the relay to end")
+
+    async def test_bothHalfClosedStaysClean(self) -> None:
+        """
+        When both directions have ended with half-closes and the relay closes
+        the two connections, neither is aborted: the bytes still on their way
+        to a slow backend arrive, then a clean end of stream.
+        """
+        from twisted.internet.error import ConnectionDone
+
+        from endpointkit.relay import Relay
+
+        reasons: list[BaseException] = []
+        endLost = Relay.endLost
+
+        def recording(relay: Relay, end: Any, reason: Failure) -> None:
+            reasons.append(reason.value)
+            endLost(relay, end, reason)
+
+        self.patch(Relay, "endLost", recording)  # type: ignore[attr-defined]
+        service, client, conn = await self.rawPair(receiveBuffer=4096)
+        conn.shutdown(socket.SHUT_WR)
+        self.assertEqual(await within(threads.deferToThread(_outcome, client)), ("eof", 0))
+        # More than the backend's receive buffer takes: the rest waits in the
+        # relay's socket when the relay closes it.
+        payload = os.urandom(48 << 10)
+        client.sendall(payload)
+        client.shutdown(socket.SHUT_WR)
+        await until(lambda: len(reasons) == 2, "the relay to close both connections")
+        self.assertEqual(await within(threads.deferToThread(_outcome, conn)),
+                         ("eof", len(payload)))
+        self.assertEqual([type(r) for r in reasons], [ConnectionDone, ConnectionDone])
         await until(lambda: not service.factory.relays, "the relay to end")
 
     async def test_connectFailure(self) -> None:
