@@ -429,12 +429,13 @@ class Splicer:
             if transport.dataBuffer or transport._tempDataBuffer:
                 transport.loseConnection()
                 continue
-            # Both ways of this socket were shut down here, behind its
+            # Nothing is left to write to this socket.  When both directions
+            # have ended, its two ways were shut down here, behind its
             # transport's back: a loseConnection would wait for writability,
-            # and the reactor reports a socket shut down both ways as a
-            # hang-up, ConnectionLost, which the relay passes on as a reset.
-            # This is what loseConnection does for a descriptor whose
-            # writing side is already closed: the loss, clean, now.
+            # which the reactor reports for such a socket as a hang-up
+            # (ConnectionLost), and the relay would pass that on as a reset.
+            # So the transport is closed now, cleanly, as loseConnection
+            # closes a descriptor whose writing side is already closed.
             transport.stopReading()
             transport.stopWriting()
             transport.connectionLost(_CLEAN)
