@@ -73,7 +73,7 @@ from endpointkit._lookup import parseDescription
 from endpointkit._parse import logInsecure
 from endpointkit._schema import Parsed
 from endpointkit._wrapping import PassThroughProtocol
-from endpointkit.deadline import connectWithTimeout
+from endpointkit.deadline import TimeoutEndpoint, timeoutType
 from endpointkit.failover import servedBy
 from endpointkit.limit import LimitingFactory
 from endpointkit.metrics import RelayMetrics
@@ -494,8 +494,7 @@ class Relay:
         backendFactory = _BackendFactory(self)
         if factory.recordOriginal:
             recordOriginalConnection(backendFactory, self.client.transport)
-        d = connectWithTimeout(factory.connectEndpoint, backendFactory,
-                               factory.connectTimeout, clock=factory.reactor)
+        d = factory.connector.connect(backendFactory)
         self.connecting = d
         d.addCallbacks(self._connected, self._connectFailed)
 
@@ -677,6 +676,10 @@ class RelayFactory(ServerFactory):
         (L{endpointkit.proxyprotocol.IOriginalConnection}), for a
         C{proxyprotocol:} client endpoint to send; over TLS the backend is
         connected once the handshake is done.
+    @param connector: C{connectEndpoint} with the deadline of
+        C{connectTimeout}, made once (default: a L{TimeoutEndpoint} around
+        it); L{RelayService} builds it as C{timeout:} does, so that a
+        C{tcp:} or C{unix:} backend keeps the deadline in its own connector.
     @ivar pipes: the spliced relays' pipes, kept for reuse (closed by
         L{close}).
     @ivar metrics: where the relays count (L{None}: nowhere but C{stats}).
@@ -688,13 +691,16 @@ class RelayFactory(ServerFactory):
     def __init__(self, reactor: Any, connectEndpoint: IStreamClientEndpoint,
                  connectDescription: str, *, connectTimeout: float = DEFAULT_CONNECT_TIMEOUT,
                  splice: bool = True, metrics: RelayMetrics | None = None,
-                 recordOriginal: bool = False) -> None:
+                 recordOriginal: bool = False,
+                 connector: TimeoutEndpoint | None = None) -> None:
         self.reactor = reactor
         self.metrics = metrics
         self.recordOriginal = recordOriginal
         self.connectEndpoint = connectEndpoint
         self.connectDescription = connectDescription
         self.connectTimeout = connectTimeout
+        self.connector = (connector if connector is not None
+                          else TimeoutEndpoint(connectEndpoint, connectTimeout, reactor))
         self.splice = splice and _splice.spliceAvailable()
         self.stats = RelayStats()
         self.relays: set[Relay] = set()
@@ -872,10 +878,16 @@ class RelayService(Service):
         self.registry = registry
         self.metrics = (RelayMetrics(self.listenParsed, self.connectParsed, registry)
                         if metrics else None)
+        # The deadline as timeout: puts it, built once: around tcp: and
+        # unix:, their connector keeps it, with no timer of the relay's.
+        connector: TimeoutEndpoint = Parsed(
+            "client", "timeout", timeoutType,
+            {"seconds": float(connectTimeout), "endpoint": self.connectParsed},
+            ("seconds", "endpoint")).build(reactor)
         self.factory = RelayFactory(
-            reactor, self.connectParsed.build(reactor), str(self.connectParsed),
+            reactor, connector.endpoint, str(self.connectParsed),
             connectTimeout=connectTimeout, splice=splice, metrics=self.metrics,
-            recordOriginal=_sendsProxyHeader(self.connectParsed))
+            recordOriginal=_sendsProxyHeader(self.connectParsed), connector=connector)
         self.limits: LimitingFactory | None = None
         if maxConnections or idleTimeout:
             self.limits = _RelayLimits(self.factory, maxConnections or None,
