@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorFDSet, IReadWriteDescriptor
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -41,8 +41,6 @@ _SPLICE = getattr(os, "splice", None)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _SETPIPE = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _GETPIPE = getattr(fcntl, "F_GETPIPE_SZ", 1032)
-
-_CLEAN: Failure = Failure(ConnectionDone())  # type: ignore[no-untyped-call]
 
 KERNEL_TRANSPORTS: tuple[type, ...] = (tcp.Server, tcp.Client, *_UNIX)
 
@@ -438,7 +436,7 @@ class Splicer:
             # closes a descriptor whose writing side is already closed.
             transport.stopReading()
             transport.stopWriting()
-            transport.connectionLost(_CLEAN)
+            transport.connectionLost(connectionDone)
 
     def abort(self) -> None:
         """

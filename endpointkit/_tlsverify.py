@@ -18,7 +18,7 @@ from cryptography import x509
 from OpenSSL import SSL
 from OpenSSL.crypto import X509
 from twisted.internet import defer
-from twisted.internet.error import ConnectError, ConnectionDone
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
@@ -27,7 +27,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IProtocolNegotiationFactory,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -266,9 +266,6 @@ class _ClientCreator:
         return None
 
 
-_DONE: Any = Failure(ConnectionDone())  # type: ignore[no-untyped-call]
-
-
 @implementer(IHandshakeListener)
 class _HandshakeGate(Protocol):
     """
@@ -342,7 +339,7 @@ class _HandshakeGate(Protocol):
         if self.app is not None:
             self.app.writeConnectionLost()
 
-    def connectionLost(self, reason: Failure = _DONE) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -546,7 +546,17 @@ _KEEP_THEIR_OWN = frozenset({"tcp", "unix"})
 def _buildTimeout(reactor: Any, parsed: Parsed) -> TimeoutEndpoint:
     inner = parsed.values["endpoint"]
     assert isinstance(inner, Parsed)
-    seconds: float = parsed.values["seconds"]
+    return _withDeadline(reactor, inner, parsed.values["seconds"])
+
+
+def _withDeadline(reactor: Any, inner: Parsed, seconds: float) -> TimeoutEndpoint:
+    """
+    C{inner} built with a deadline of C{seconds} on each attempt, as
+    C{timeout:} builds it: Twisted's C{tcp:} or C{unix:}, given whole
+    seconds no more than their own C{timeout}, keep it in their connector
+    (L{TimeoutEndpoint.innerTimesOut}).
+    """
+    seconds = float(seconds)
     description = inner.description(masked=True)
     own = inner.values.get("timeout")
     if (inner.type is not None and inner.type.provider == _TWISTED

@@ -75,8 +75,8 @@ from endpointkit.deadline import (
     TimeoutEndpoint,
     _asFactory,
     _factoryClasses,
+    _withDeadline,
     describeEndpoint,
-    timeoutType,
 )
 from endpointkit.metrics import BoundFailoverMetrics, FailoverMetrics, failoverMetrics
 
@@ -610,10 +610,8 @@ def _members(prefix: str, parsed: Parsed, reactor: Any) -> dict[str, Any]:
     seconds: float = parsed.values["attemptTimeout"]
     timed: list[TimeoutEndpoint] = []
     for member in members:
-        deadline = Parsed("client", "timeout", timeoutType,
-                          {"seconds": seconds, "endpoint": member}, ("seconds", "endpoint"))
         try:
-            timed.append(deadline.build(reactor))
+            timed.append(_withDeadline(reactor, member, seconds))
         except DescriptionError as e:
             raise e.nestedIn(prefix, "endpoints") from None
     return {"endpoints": [t.endpoint for t in timed],

@@ -60,7 +60,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol, ServerFactory
+from twisted.internet.protocol import Factory, Protocol, ServerFactory, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -73,7 +73,7 @@ from endpointkit._lookup import parseDescription
 from endpointkit._parse import logInsecure
 from endpointkit._schema import Parsed
 from endpointkit._wrapping import PassThroughProtocol
-from endpointkit.deadline import TimeoutEndpoint, timeoutType
+from endpointkit.deadline import TimeoutEndpoint, _withDeadline
 from endpointkit.failover import servedBy
 from endpointkit.limit import LimitingFactory
 from endpointkit.metrics import RelayMetrics
@@ -203,9 +203,6 @@ def describeAddress(address: IAddress | None) -> str:
     return repr(address)
 
 
-_DONE: Failure = _Failure(ConnectionDone())
-
-
 def _kernelOf(transport: Any, touches: list[Callable[[], None]] | None = None) -> Any:
     """
     The plain kernel socket transport under C{transport}, seeing through
@@ -328,7 +325,7 @@ class _End(Protocol):
         if self.readClosed and self.writeClosed and not self.lost:
             self.transport.loseConnection()  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = _DONE) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
         self.relay.endLost(self, reason)
 
@@ -676,10 +673,11 @@ class RelayFactory(ServerFactory):
         (L{endpointkit.proxyprotocol.IOriginalConnection}), for a
         C{proxyprotocol:} client endpoint to send; over TLS the backend is
         connected once the handshake is done.
-    @param connector: C{connectEndpoint} with the deadline of
-        C{connectTimeout}, made once (default: a L{TimeoutEndpoint} around
-        it); L{RelayService} builds it as C{timeout:} does, so that a
-        C{tcp:} or C{unix:} backend keeps the deadline in its own connector.
+    @param connector: C{connectEndpoint} with its deadline, made once
+        (default: a L{TimeoutEndpoint} of C{connectTimeout} around it; when
+        given, its own timeout is C{connectTimeout}); L{RelayService} builds
+        it as C{timeout:} does, so that a C{tcp:} or C{unix:} backend keeps
+        the deadline in its own connector.
     @ivar pipes: the spliced relays' pipes, kept for reuse (closed by
         L{close}).
     @ivar metrics: where the relays count (L{None}: nowhere but C{stats}).
@@ -698,9 +696,9 @@ class RelayFactory(ServerFactory):
         self.recordOriginal = recordOriginal
         self.connectEndpoint = connectEndpoint
         self.connectDescription = connectDescription
-        self.connectTimeout = connectTimeout
         self.connector = (connector if connector is not None
                           else TimeoutEndpoint(connectEndpoint, connectTimeout, reactor))
+        self.connectTimeout = self.connector.timeout
         self.splice = splice and _splice.spliceAvailable()
         self.stats = RelayStats()
         self.relays: set[Relay] = set()
@@ -880,14 +878,11 @@ class RelayService(Service):
                         if metrics else None)
         # The deadline as timeout: puts it, built once: around tcp: and
         # unix:, their connector keeps it, with no timer of the relay's.
-        connector: TimeoutEndpoint = Parsed(
-            "client", "timeout", timeoutType,
-            {"seconds": float(connectTimeout), "endpoint": self.connectParsed},
-            ("seconds", "endpoint")).build(reactor)
+        connector = _withDeadline(reactor, self.connectParsed, connectTimeout)
         self.factory = RelayFactory(
-            reactor, connector.endpoint, str(self.connectParsed),
-            connectTimeout=connectTimeout, splice=splice, metrics=self.metrics,
-            recordOriginal=_sendsProxyHeader(self.connectParsed), connector=connector)
+            reactor, connector.endpoint, str(self.connectParsed), splice=splice,
+            metrics=self.metrics, recordOriginal=_sendsProxyHeader(self.connectParsed),
+            connector=connector)
         self.limits: LimitingFactory | None = None
         if maxConnections or idleTimeout:
             self.limits = _RelayLimits(self.factory, maxConnections or None,

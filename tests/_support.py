@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 
 from twisted.internet import defer, protocol
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
@@ -106,9 +105,6 @@ def startPeer(test: TestCase, argv: Sequence[str], port: int | None = None,
     return process
 
 
-_DONE = Failure(ConnectionDone())
-
-
 @implementer(IHalfCloseableProtocol)
 class Collect(protocol.Protocol):
     """
@@ -148,7 +144,7 @@ class Collect(protocol.Protocol):
     def writeConnectionLost(self) -> None:
         pass
 
-    def connectionLost(self, reason: Failure = _DONE) -> None:
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         # The exception, not the Failure: a Failure would errback.
         self.done.callback(reason.value)
 
@@ -172,7 +168,7 @@ class Exchange(protocol.Protocol):
         if self.received == b"ping" and self.transport is not None:
             self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = _DONE) -> None:
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if not self.done.called:
             self.done.callback(self.received)
 

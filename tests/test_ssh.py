@@ -57,7 +57,6 @@ from tests._support import (
     startSSHServer,
 )
 
-_DONE = Failure(ConnectionDone())
 WAIT = 60.0
 _reactor: Any = reactor
 
@@ -526,7 +525,7 @@ class BulkTests(SSHTestsMixin, TestCase):
             def writeConnectionLost(self) -> None:
                 pass
 
-            def connectionLost(self, reason: Failure = _DONE) -> None:
+            def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
                 self.done.callback(reason.value)
 
         pump = Pump()
